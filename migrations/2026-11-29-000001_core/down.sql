@@ -1,0 +1,7 @@
+DROP TABLE IF EXISTS messages;
+DROP TABLE IF EXISTS conversations;
+DROP TABLE IF EXISTS login_failures;
+DROP TABLE IF EXISTS agent_sessions;
+DROP TABLE IF EXISTS agents;
+DROP TABLE IF EXISTS visitors;
+DROP TABLE IF EXISTS sites;

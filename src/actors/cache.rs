@@ -1,0 +1,331 @@
+//! The two-level cache in front of PostgreSQL: moka in memory (L1), Redis (L2).
+//!
+//! Reads go through the cheap, cloneable [`Cache`] handle: an L1 hit is a lock-free moka
+//! lookup on the caller's thread (sending every `/api/config` through one actor's mailbox
+//! would make the hottest route single-threaded). Misses fall through to Redis, then to
+//! PostgreSQL, and fill both levels; moka coalesces concurrent misses of one key.
+//!
+//! Writes invalidate through the [`CacheActor`]: it drops the key from L1 and L2 and
+//! broadcasts the invalidation on `<prefix>:invalidate`, where every node's `CacheActor`
+//! receives it and drops its own L1 copy. It also keeps the hit-ratio gauges current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
+use crate::protocol::{Agent, Site};
+
+/// How long entries live, per kind.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTtls {
+    pub site: Duration,
+    pub token: Duration,
+    pub agents_online: Duration,
+}
+
+impl Default for CacheTtls {
+    fn default() -> Self {
+        CacheTtls {
+            site: Duration::from_secs(300),
+            token: Duration::from_secs(30),
+            agents_online: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What an invalidation names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "key", rename_all = "snake_case")]
+pub enum CacheKey {
+    Site(String),
+    Token(String),
+    AllTokens,
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    sites: moka::future::Cache<String, Option<Arc<Site>>>,
+    tokens: moka::future::Cache<String, Option<Arc<Agent>>>,
+    agents_online: moka::future::Cache<(), i64>,
+    redis: Option<deadpool_redis::Pool>,
+    prefix: Arc<str>,
+    ttls: CacheTtls,
+    db: Db,
+    metrics: Metrics,
+}
+
+impl Cache {
+    pub fn new(
+        db: Db,
+        redis: Option<deadpool_redis::Pool>,
+        prefix: &str,
+        ttls: CacheTtls,
+        metrics: Metrics,
+    ) -> Cache {
+        Cache {
+            sites: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttls.site)
+                .build(),
+            tokens: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttls.token)
+                .build(),
+            agents_online: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(ttls.agents_online)
+                .build(),
+            redis,
+            prefix: prefix.into(),
+            ttls,
+            db,
+            metrics,
+        }
+    }
+
+    fn hit(&self, level: &str) {
+        self.metrics.cache_hits.with_label_values(&[level]).inc();
+    }
+    fn miss(&self, level: &str) {
+        self.metrics.cache_misses.with_label_values(&[level]).inc();
+    }
+
+    fn l2_key(&self, kind: &str, key: &str) -> String {
+        format!("{}:cache:{kind}:{key}", self.prefix)
+    }
+
+    async fn l2_get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let pool = self.redis.as_ref()?;
+        let got: Option<String> = async {
+            let mut conn = pool.get().await.ok()?;
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .ok()?
+        }
+        .await;
+        match got.and_then(|s| serde_json::from_str(&s).ok()) {
+            Some(v) => {
+                self.hit("l2");
+                Some(v)
+            }
+            None => {
+                self.miss("l2");
+                None
+            }
+        }
+    }
+
+    async fn l2_set<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) {
+        let Some(pool) = self.redis.as_ref() else {
+            return;
+        };
+        let Ok(text) = serde_json::to_string(value) else {
+            return;
+        };
+        if let Ok(mut conn) = pool.get().await {
+            let _ = redis::cmd("SET")
+                .arg(key)
+                .arg(text)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async::<()>(&mut conn)
+                .await;
+        }
+    }
+
+    /// Site by public widget key: L1, then L2, then PostgreSQL.
+    pub async fn site_by_key(&self, widget_key: &str) -> AppResult<Option<Arc<Site>>> {
+        if let Some(v) = self.sites.get(widget_key).await {
+            self.hit("l1");
+            return Ok(v);
+        }
+        self.miss("l1");
+        let key = widget_key.to_string();
+        let this = self.clone();
+        self.sites
+            .try_get_with(key.clone(), async move {
+                let l2 = this.l2_key("site", &key);
+                if let Some(site) = this.l2_get::<Site>(&l2).await {
+                    return Ok(Some(Arc::new(site)));
+                }
+                let site = this
+                    .db
+                    .run(async |conn| crate::db::sites::by_widget_key(conn, &key).await)
+                    .await?;
+                if let Some(s) = &site {
+                    this.l2_set(&l2, s, this.ttls.site).await;
+                }
+                Ok::<_, AppError>(site.map(Arc::new))
+            })
+            .await
+            .map_err(|e: Arc<AppError>| (*e).clone())
+    }
+
+    /// Agent behind a bearer token hash (L1 only: tokens are checked against PostgreSQL
+    /// at most once per TTL per node, and revocations invalidate every node).
+    pub async fn agent_by_token(
+        &self,
+        token_hash: &[u8],
+        idle: chrono::Duration,
+    ) -> AppResult<Option<Arc<Agent>>> {
+        let key = hex::encode(token_hash);
+        if let Some(v) = self.tokens.get(&key).await {
+            self.hit("l1");
+            return Ok(v);
+        }
+        self.miss("l1");
+        let db = self.db.clone();
+        let hash = token_hash.to_vec();
+        self.tokens
+            .try_get_with(key, async move {
+                let agent = db
+                    .run(async |conn| crate::db::agents::session_agent(conn, &hash, idle).await)
+                    .await?;
+                Ok::<_, AppError>(agent.map(Arc::new))
+            })
+            .await
+            .map_err(|e: Arc<AppError>| (*e).clone())
+    }
+
+    /// Number of agents available now (cached for a couple of seconds).
+    pub async fn agents_online(&self, window: chrono::Duration) -> AppResult<i64> {
+        if let Some(v) = self.agents_online.get(&()).await {
+            return Ok(v);
+        }
+        let db = self.db.clone();
+        self.agents_online
+            .try_get_with((), async move {
+                db.run(async |conn| crate::db::agents::count_available(conn, window).await)
+                    .await
+            })
+            .await
+            .map_err(|e: Arc<AppError>| (*e).clone())
+    }
+
+    /// Drops a key from this node's L1.
+    pub async fn invalidate_local(&self, key: &CacheKey) {
+        match key {
+            CacheKey::Site(k) => self.sites.invalidate(k).await,
+            CacheKey::Token(k) => self.tokens.invalidate(k).await,
+            CacheKey::AllTokens => self.tokens.invalidate_all(),
+        }
+        self.agents_online.invalidate_all();
+    }
+
+    /// Drops a key everywhere: this node's L1, L2, and (through Redis) other nodes' L1.
+    pub async fn invalidate(&self, key: CacheKey) {
+        self.invalidate_local(&key).await;
+        let Some(pool) = self.redis.as_ref() else {
+            return;
+        };
+        let Ok(mut conn) = pool.get().await else {
+            log::warn!("cache: Redis unavailable; other nodes expire {key:?} by TTL");
+            return;
+        };
+        if let CacheKey::Site(k) = &key {
+            let _ = redis::cmd("DEL")
+                .arg(self.l2_key("site", k))
+                .query_async::<i64>(&mut conn)
+                .await;
+        }
+        if let Ok(payload) = serde_json::to_string(&key) {
+            let _ = redis::cmd("PUBLISH")
+                .arg(format!("{}:invalidate", self.prefix))
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await;
+        }
+    }
+
+    pub fn forget_agents_online(&self) {
+        self.agents_online.invalidate_all();
+    }
+
+    fn update_ratios(&self) {
+        for level in ["l1", "l2"] {
+            let h = self.metrics.cache_hits.with_label_values(&[level]).get() as f64;
+            let m = self.metrics.cache_misses.with_label_values(&[level]).get() as f64;
+            let ratio = if h + m > 0.0 { h / (h + m) } else { 0.0 };
+            self.metrics
+                .cache_hit_ratio
+                .with_label_values(&[level])
+                .set(ratio);
+        }
+    }
+}
+
+/// Applies invalidations from other nodes and keeps the hit-ratio gauges current.
+pub struct CacheActor {
+    cache: Cache,
+    redis_url: Option<String>,
+}
+
+impl CacheActor {
+    pub fn new(cache: Cache, redis_url: Option<String>) -> CacheActor {
+        CacheActor { cache, redis_url }
+    }
+}
+
+impl Actor for CacheActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.cache.update_ratios();
+        ctx.run_interval(Duration::from_secs(1), |a, _| a.cache.update_ratios());
+        if let Some(url) = self.redis_url.clone() {
+            let me = ctx.address();
+            let channel = format!("{}:invalidate", self.cache.prefix);
+            actix_web::rt::spawn(async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let res: Result<(), String> = async {
+                        let client =
+                            redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                        let mut ps = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+                        ps.subscribe(&channel).await.map_err(|e| e.to_string())?;
+                        backoff = Duration::from_millis(200);
+                        let mut stream = ps.on_message();
+                        while let Some(msg) = stream.next().await {
+                            if let Ok(payload) = msg.get_payload::<String>() {
+                                if let Ok(key) = serde_json::from_str::<CacheKey>(&payload) {
+                                    me.do_send(Invalidated(key));
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(e) = res {
+                        log::debug!("cache: invalidation channel down: {e}");
+                    }
+                    if !me.connected() {
+                        return;
+                    }
+                    actix_web::rt::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            });
+        }
+    }
+}
+
+/// An invalidation received from another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Invalidated(pub CacheKey);
+
+impl Handler<Invalidated> for CacheActor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, msg: Invalidated, _: &mut Self::Context) -> Self::Result {
+        let cache = self.cache.clone();
+        Box::pin(async move { cache.invalidate_local(&msg.0).await })
+    }
+}

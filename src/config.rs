@@ -1,0 +1,152 @@
+//! Settings, read from the environment (and a `.env` file, loaded by `main`).
+//!
+//! Every variable the server reads is declared here, once, with its default; `kefu --help`
+//! prints them all. Limits from SPEC §5 live here so operators can tune them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Everything a node needs to run. Built by clap from flags or environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP/WebSocket server listens on.
+    #[arg(long, env = "KEFU_BIND", default_value = "0.0.0.0:6006")]
+    pub bind: SocketAddr,
+
+    /// PostgreSQL connection URL (required; the source of truth).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/kefu"
+    )]
+    pub database_url: String,
+
+    /// Redis URL: shared cache, cross-node fan-out and presence. Unset = single node.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix for every Redis key and channel, so deployments can share one Redis.
+    #[arg(long, env = "KEFU_REDIS_PREFIX", default_value = "kefu")]
+    pub redis_prefix: String,
+
+    /// Name of this node in logs and on the bus (default: a random id).
+    #[arg(long, env = "KEFU_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HTTP worker threads (default: number of CPUs).
+    #[arg(long, env = "KEFU_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Maximum PostgreSQL connections held by this node.
+    #[arg(long, env = "KEFU_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+
+    /// Seconds to wait for a PostgreSQL connection or query before answering `unavailable`.
+    #[arg(long, env = "KEFU_DB_TIMEOUT_SECS", default_value_t = 5)]
+    pub db_timeout_secs: u64,
+
+    /// First admin, created on an empty database.
+    #[arg(long, env = "KEFU_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Password of the first admin (only read when the database has no agent).
+    #[arg(long, env = "KEFU_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Visitor messages per second (token bucket refill rate).
+    #[arg(long, env = "KEFU_VISITOR_RATE", default_value_t = 5.0)]
+    pub visitor_rate: f64,
+
+    /// Visitor message burst (token bucket size).
+    #[arg(long, env = "KEFU_VISITOR_BURST", default_value_t = 20.0)]
+    pub visitor_burst: f64,
+
+    /// Failed logins per email within the window before logins answer 429.
+    #[arg(long, env = "KEFU_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: i64,
+
+    /// Login failure window in seconds.
+    #[arg(long, env = "KEFU_LOGIN_WINDOW_SECS", default_value_t = 900)]
+    pub login_window_secs: u64,
+
+    /// Agent tokens expire after this many hours without use.
+    #[arg(long, env = "KEFU_TOKEN_IDLE_HOURS", default_value_t = 12)]
+    pub token_idle_hours: u64,
+
+    /// WebSocket heartbeat ping interval in seconds.
+    #[arg(long, env = "KEFU_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+
+    /// A WebSocket silent for this many seconds is dropped.
+    #[arg(long, env = "KEFU_CLIENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub client_timeout_secs: u64,
+
+    /// Frames queued for one client before it counts as too slow and is disconnected.
+    #[arg(long, env = "KEFU_OUTGOING_QUEUE", default_value_t = 1000)]
+    pub outgoing_queue: usize,
+
+    /// Largest accepted WebSocket frame in bytes.
+    #[arg(long, env = "KEFU_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Open WebSockets per node before new ones are refused.
+    #[arg(long, env = "KEFU_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Open WebSockets per client IP address before new ones are refused.
+    #[arg(long, env = "KEFU_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
+    pub max_connections_per_ip: usize,
+
+    /// Largest number of messages one writer transaction commits.
+    #[arg(long, env = "KEFU_WRITER_BATCH", default_value_t = 512)]
+    pub writer_batch: usize,
+
+    /// Parallel message writers (conversations are sharded over them).
+    #[arg(long, env = "KEFU_WRITER_SHARDS", default_value_t = 2)]
+    pub writer_shards: usize,
+
+    /// A room with no member stops after this many seconds.
+    #[arg(long, env = "KEFU_ROOM_IDLE_SECS", default_value_t = 60)]
+    pub room_idle_secs: u64,
+
+    /// Seconds given to in-flight work on SIGTERM/SIGINT before the process exits.
+    #[arg(long, env = "KEFU_SHUTDOWN_SECS", default_value_t = 10)]
+    pub shutdown_secs: u64,
+}
+
+impl Settings {
+    /// Settings from the environment alone (defaults where a variable is unset).
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        use clap::Parser;
+        Only::try_parse_from(["kefu"]).map(|o| o.settings)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_timeout_secs.max(1))
+    }
+
+    pub fn db_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_timeout_secs.max(1))
+    }
+
+    pub fn token_idle(&self) -> chrono::Duration {
+        chrono::Duration::hours(self.token_idle_hours.max(1) as i64)
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+    }
+}

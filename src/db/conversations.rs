@@ -1,0 +1,472 @@
+//! Queries on `conversations`: lifecycle, inbox views, and the assignment queue.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Nullable, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::schema::{agents, conversations};
+use crate::domain::assignment::{self, Candidate};
+use crate::error::{AppError, AppResult};
+use crate::protocol::{Assignee, Conversation, ConversationStatus};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = conversations)]
+pub struct ConversationRow {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub visitor_id: Uuid,
+    pub status: String,
+    pub last_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub first_response_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub rating: Option<i16>,
+    pub rating_comment: Option<String>,
+}
+
+type WithAssignee = (ConversationRow, Option<(Uuid, String)>);
+
+fn to_dto((r, a): WithAssignee) -> Conversation {
+    Conversation {
+        id: r.id,
+        site_id: r.site_id,
+        visitor_id: r.visitor_id,
+        assignee: a.map(|(id, name)| Assignee { id, name }),
+        status: ConversationStatus::parse(&r.status).unwrap_or(ConversationStatus::Pending),
+        last_seq: r.last_seq,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        first_response_at: r.first_response_at,
+        resolved_at: r.resolved_at,
+        rating: r.rating,
+        rating_comment: r.rating_comment,
+    }
+}
+
+macro_rules! with_assignee {
+    () => {
+        conversations::table.left_join(agents::table).select((
+            ConversationRow::as_select(),
+            (agents::id, agents::name).nullable(),
+        ))
+    };
+}
+
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Conversation>> {
+    let row: Option<WithAssignee> = with_assignee!()
+        .filter(conversations::id.eq(id))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map(to_dto))
+}
+
+pub async fn get_many(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> AppResult<Vec<Conversation>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<WithAssignee> = with_assignee!()
+        .filter(conversations::id.eq_any(ids))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(to_dto).collect())
+}
+
+/// The visitor's most recent conversation, whatever its status.
+pub async fn latest_for_visitor(
+    conn: &mut AsyncPgConnection,
+    visitor_id: Uuid,
+) -> AppResult<Option<Conversation>> {
+    let row: Option<WithAssignee> = with_assignee!()
+        .filter(conversations::visitor_id.eq(visitor_id))
+        .order((conversations::created_at.desc(), conversations::id.desc()))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map(to_dto))
+}
+
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    site_id: Uuid,
+    visitor_id: Uuid,
+) -> AppResult<Conversation> {
+    let id = Uuid::new_v4();
+    diesel::insert_into(conversations::table)
+        .values((
+            conversations::id.eq(id),
+            conversations::site_id.eq(site_id),
+            conversations::visitor_id.eq(visitor_id),
+        ))
+        .execute(conn)
+        .await?;
+    get(conn, id)
+        .await?
+        .ok_or_else(|| AppError::internal("conversation vanished after insert"))
+}
+
+/// Which conversations an inbox view shows by assignee.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AssigneeFilter {
+    Any,
+    Unassigned,
+    Agent(Uuid),
+}
+
+/// Keyset position: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cursor {
+    pub updated_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.updated_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (micros, id) = s.split_once('_')?;
+        let updated_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        Some(Cursor {
+            updated_at,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+/// An inbox page, newest activity first; the second value is the next page's cursor.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    status: Option<ConversationStatus>,
+    assignee: AssigneeFilter,
+    limit: i64,
+    cursor: Option<Cursor>,
+) -> AppResult<(Vec<Conversation>, Option<Cursor>)> {
+    let mut q = with_assignee!().into_boxed();
+    if let Some(s) = status {
+        q = q.filter(conversations::status.eq(s.as_str()));
+    }
+    match assignee {
+        AssigneeFilter::Any => {}
+        AssigneeFilter::Unassigned => q = q.filter(conversations::assignee_id.is_null()),
+        AssigneeFilter::Agent(id) => q = q.filter(conversations::assignee_id.eq(id)),
+    }
+    if let Some(c) = cursor {
+        q = q.filter(
+            conversations::updated_at
+                .lt(c.updated_at)
+                .or(conversations::updated_at
+                    .eq(c.updated_at)
+                    .and(conversations::id.lt(c.id))),
+        );
+    }
+    let rows: Vec<WithAssignee> = q
+        .order((conversations::updated_at.desc(), conversations::id.desc()))
+        .limit(limit + 1)
+        .load(conn)
+        .await?;
+    let mut items: Vec<Conversation> = rows.into_iter().map(to_dto).collect();
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|c| Cursor {
+            updated_at: c.updated_at,
+            id: c.id,
+        })
+    } else {
+        None
+    };
+    Ok((items, next))
+}
+
+/// Claim, transfer or unassign. Assigned conversations are `open`; unassigning puts a
+/// conversation that is not resolved back in the queue.
+pub async fn set_assignee(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    agent_id: Option<Uuid>,
+) -> AppResult<Option<Conversation>> {
+    let now = Utc::now();
+    let n = match agent_id {
+        Some(a) => {
+            diesel::update(conversations::table.find(id))
+                .set((
+                    conversations::assignee_id.eq(a),
+                    conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
+                        "CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'open' END",
+                    )),
+                    conversations::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?
+        }
+        None => {
+            diesel::update(conversations::table.find(id))
+                .set((
+                    conversations::assignee_id.eq(None::<Uuid>),
+                    conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
+                        "CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'pending' END",
+                    )),
+                    conversations::queued_at.eq(now),
+                    conversations::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    get(conn, id).await
+}
+
+pub async fn resolve(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Conversation>> {
+    let now = Utc::now();
+    let n = diesel::update(conversations::table.find(id))
+        .set((
+            conversations::status.eq("resolved"),
+            conversations::resolved_at.eq(now),
+            conversations::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    get(conn, id).await
+}
+
+/// Reopens: `open` with its assignee, or back to the queue without one.
+pub async fn reopen(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Conversation>> {
+    let now = Utc::now();
+    let n = diesel::update(conversations::table.find(id))
+        .set((
+            conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
+                "CASE WHEN assignee_id IS NULL THEN 'pending' ELSE 'open' END",
+            )),
+            conversations::resolved_at.eq(None::<DateTime<Utc>>),
+            conversations::queued_at.eq(now),
+            conversations::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    get(conn, id).await
+}
+
+/// Stores a CSAT rating; only a resolved conversation takes one.
+pub async fn rate(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    score: i16,
+    comment: Option<String>,
+) -> AppResult<Option<Conversation>> {
+    let n = diesel::update(
+        conversations::table
+            .find(id)
+            .filter(conversations::status.eq("resolved")),
+    )
+    .set((
+        conversations::rating.eq(score),
+        conversations::rating_comment.eq(comment),
+    ))
+    .execute(conn)
+    .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    get(conn, id).await
+}
+
+// --- assignment ---------------------------------------------------------------------------
+
+#[derive(QueryableByName)]
+struct CandidateRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    open: i64,
+    #[diesel(sql_type = BigInt)]
+    max_open: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    last_assigned_at: Option<DateTime<Utc>>,
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// Assigns waiting conversations, oldest first, to available agents with capacity.
+///
+/// Safe when several nodes run it at once: available agents are row-locked for the
+/// transaction (so loads are counted once), and waiting conversations are taken with
+/// `SKIP LOCKED` (so one is never handed out twice). Returns the assigned ids.
+pub async fn assign_waiting(
+    conn: &mut AsyncPgConnection,
+    available_within_secs: i64,
+) -> AppResult<Vec<Uuid>> {
+    conn.transaction(async |conn| {
+        let mut candidates: Vec<Candidate> = diesel::sql_query(
+            "SELECT a.id, a.max_open::int8 AS max_open, a.last_assigned_at, \
+               (SELECT count(*) FROM conversations c \
+                 WHERE c.assignee_id = a.id AND c.status = 'open') AS open \
+             FROM agents a \
+             WHERE a.status = 'online' AND NOT a.disabled \
+               AND a.last_seen_at > now() - make_interval(secs => $1) \
+             ORDER BY a.id FOR UPDATE OF a",
+        )
+        .bind::<Double, _>(available_within_secs as f64)
+        .load::<CandidateRow>(conn)
+        .await?
+        .into_iter()
+        .map(|r| Candidate {
+            id: r.id,
+            open: r.open,
+            max_open: r.max_open,
+            last_assigned_at: r.last_assigned_at,
+        })
+        .collect();
+        let spare: i64 = candidates
+            .iter()
+            .map(|c| (c.max_open - c.open).max(0))
+            .sum();
+        if spare == 0 {
+            return Ok(Vec::new());
+        }
+        let waiting: Vec<IdRow> = diesel::sql_query(
+            "SELECT id FROM conversations \
+             WHERE status = 'pending' AND assignee_id IS NULL \
+             ORDER BY queued_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind::<BigInt, _>(spare)
+        .load(conn)
+        .await?;
+        let now = Utc::now();
+        let picks = assignment::plan(&mut candidates, waiting.len(), now);
+        let mut assigned = Vec::with_capacity(picks.len());
+        for (conv, idx) in waiting.iter().zip(picks) {
+            let agent = &candidates[idx];
+            diesel::update(conversations::table.find(conv.id))
+                .set((
+                    conversations::assignee_id.eq(agent.id),
+                    conversations::status.eq("open"),
+                    conversations::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            diesel::update(agents::table.find(agent.id))
+                .set(agents::last_assigned_at.eq(agent.last_assigned_at))
+                .execute(conn)
+                .await?;
+            assigned.push(conv.id);
+        }
+        Ok::<_, AppError>(assigned)
+    })
+    .await
+}
+
+pub async fn queue_length(conn: &mut AsyncPgConnection) -> AppResult<i64> {
+    Ok(conversations::table
+        .filter(conversations::status.eq("pending"))
+        .filter(conversations::assignee_id.is_null())
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+// --- stats ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, serde::Serialize, QueryableByName)]
+pub struct Stats {
+    #[diesel(sql_type = BigInt)]
+    pub pending: i64,
+    #[diesel(sql_type = BigInt)]
+    pub open: i64,
+    #[diesel(sql_type = BigInt)]
+    pub resolved: i64,
+    #[diesel(sql_type = BigInt)]
+    pub queue_length: i64,
+    #[diesel(sql_type = BigInt)]
+    pub agents_online: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub median_first_response_seconds: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub median_resolution_seconds: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub average_rating: Option<f64>,
+}
+
+pub async fn stats(conn: &mut AsyncPgConnection, available_within_secs: i64) -> AppResult<Stats> {
+    Ok(diesel::sql_query(
+        "SELECT \
+           count(*) FILTER (WHERE status = 'pending') AS pending, \
+           count(*) FILTER (WHERE status = 'open') AS open, \
+           count(*) FILTER (WHERE status = 'resolved') AS resolved, \
+           count(*) FILTER (WHERE status = 'pending' AND assignee_id IS NULL) AS queue_length, \
+           (SELECT count(*) FROM agents a WHERE a.status = 'online' AND NOT a.disabled \
+              AND a.last_seen_at > now() - make_interval(secs => $1)) AS agents_online, \
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM first_response_at - created_at)) \
+              FILTER (WHERE first_response_at IS NOT NULL) AS median_first_response_seconds, \
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM resolved_at - created_at)) \
+              FILTER (WHERE resolved_at IS NOT NULL) AS median_resolution_seconds, \
+           avg(rating)::float8 AS average_rating \
+         FROM conversations",
+    )
+    .bind::<Double, _>(available_within_secs as f64)
+    .get_result(conn)
+    .await?)
+}
+
+/// The visitor's current conversation, created if it has none. The visitor row is locked
+/// so two tabs sending their first message at once end up in one conversation.
+/// Returns the conversation and whether it was created now.
+pub async fn get_or_create(
+    conn: &mut AsyncPgConnection,
+    site_id: Uuid,
+    visitor_id: Uuid,
+) -> AppResult<(Conversation, bool)> {
+    use super::schema::visitors;
+    conn.transaction(async |conn| {
+        let found: Option<Uuid> = visitors::table
+            .find(visitor_id)
+            .select(visitors::id)
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        if found.is_none() {
+            return Err(AppError::not_found("visitor"));
+        }
+        if let Some(c) = latest_for_visitor(conn, visitor_id).await? {
+            return Ok((c, false));
+        }
+        Ok((create(conn, site_id, visitor_id).await?, true))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trip() {
+        let c = Cursor {
+            updated_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("ts"),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("garbage"), None);
+        assert_eq!(Cursor::decode("12_notauuid"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! PostgreSQL: the pool, embedded migrations, and one module of queries per table.
+//!
+//! Every call goes through [`Db::run`], which bounds the time spent waiting for a
+//! connection and for the query, so a frozen database answers `unavailable` quickly
+//! instead of piling up requests.
+
+pub mod agents;
+pub mod conversations;
+pub mod messages;
+pub mod schema;
+pub mod sites;
+pub mod visitors;
+pub mod writer;
+
+use std::time::Duration;
+
+use diesel::Connection as _;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::error::{AppError, AppResult};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+pub type PgPool = Pool<AsyncPgConnection>;
+pub type PgConn = Object<AsyncPgConnection>;
+
+/// The node's database handle: a bounded pool plus the time limit for each call.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: PgPool,
+    pub timeout: Duration,
+}
+
+impl Db {
+    pub fn new(database_url: &str, max_size: usize, timeout: Duration) -> AppResult<Db> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+        let pool = Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| AppError::internal(format!("database pool: {e}")))?;
+        Ok(Db { pool, timeout })
+    }
+
+    /// Runs `f` with a pooled connection, bounded by the configured timeout.
+    pub async fn run<T, F>(&self, f: F) -> AppResult<T>
+    where
+        F: AsyncFnOnce(&mut AsyncPgConnection) -> AppResult<T>,
+    {
+        let timeout = self.timeout;
+        let work = async {
+            let mut conn = self.pool.get().await?;
+            f(&mut conn).await
+        };
+        tokio::time::timeout(timeout, work).await?
+    }
+
+    /// Cheap liveness probe for `/readyz`.
+    pub async fn ping(&self) -> AppResult<()> {
+        self.run(async |conn| {
+            diesel::sql_query("SELECT 1").execute(conn).await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Applies pending migrations. Blocking: runs on its own thread and runtime, and holds a
+/// PostgreSQL advisory lock so nodes starting together migrate once.
+pub fn migrate(database_url: &str) -> Result<Vec<String>, String> {
+    let url = database_url.to_string();
+    let worker = std::thread::spawn(move || -> Result<Vec<String>, String> {
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| format!("cannot connect to {}: {e}", redact(&url)))?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_lock(726_104_001)"),
+            &mut conn,
+        )
+        .map_err(|e| format!("migration lock: {e}"))?;
+        let result = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|done| done.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+            .map_err(|e| format!("migration failed: {e}"));
+        let _ = diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_unlock(726_104_001)"),
+            &mut conn,
+        );
+        result
+    });
+    worker
+        .join()
+        .map_err(|_| "migration thread panicked".to_string())?
+}
+
+/// A database URL with its password hidden, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,110 @@
+// @generated-style: kept in step with migrations/ (diesel print-schema layout).
+
+diesel::table! {
+    sites (id) {
+        id -> Uuid,
+        name -> Text,
+        widget_key -> Text,
+        allowed_origins -> Array<Text>,
+        greeting -> Text,
+        offline_message -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    visitors (id) {
+        id -> Uuid,
+        site_id -> Uuid,
+        token_hash -> Bytea,
+        name -> Nullable<Text>,
+        email -> Nullable<Text>,
+        attributes -> Jsonb,
+        created_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    agents (id) {
+        id -> Uuid,
+        email -> Text,
+        name -> Text,
+        role -> Text,
+        status -> Text,
+        max_open -> Int4,
+        password_hash -> Text,
+        disabled -> Bool,
+        last_seen_at -> Nullable<Timestamptz>,
+        last_assigned_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    agent_sessions (token_hash) {
+        token_hash -> Bytea,
+        agent_id -> Uuid,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    login_failures (id) {
+        id -> Int8,
+        email -> Text,
+        failed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    conversations (id) {
+        id -> Uuid,
+        site_id -> Uuid,
+        visitor_id -> Uuid,
+        assignee_id -> Nullable<Uuid>,
+        status -> Text,
+        last_seq -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        queued_at -> Timestamptz,
+        first_response_at -> Nullable<Timestamptz>,
+        resolved_at -> Nullable<Timestamptz>,
+        rating -> Nullable<Int2>,
+        rating_comment -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    messages (conversation_id, seq) {
+        id -> Uuid,
+        conversation_id -> Uuid,
+        seq -> Int8,
+        sender_type -> Text,
+        sender_id -> Nullable<Uuid>,
+        private -> Bool,
+        body -> Text,
+        client_msg_id -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(visitors -> sites (site_id));
+diesel::joinable!(agent_sessions -> agents (agent_id));
+diesel::joinable!(conversations -> sites (site_id));
+diesel::joinable!(conversations -> visitors (visitor_id));
+diesel::joinable!(conversations -> agents (assignee_id));
+diesel::joinable!(messages -> conversations (conversation_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    sites,
+    visitors,
+    agents,
+    agent_sessions,
+    login_failures,
+    conversations,
+    messages,
+);

@@ -1,0 +1,101 @@
+//! Queries on `visitors`. A visitor is identified by an opaque token whose SHA-256 is
+//! stored; the token itself never touches the database.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::schema::visitors;
+use crate::error::AppResult;
+use crate::protocol::Visitor;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = visitors)]
+pub struct VisitorRow {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub attributes: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+impl From<VisitorRow> for Visitor {
+    fn from(r: VisitorRow) -> Visitor {
+        Visitor {
+            id: r.id,
+            site_id: r.site_id,
+            name: r.name,
+            email: r.email,
+            attributes: r.attributes,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+        }
+    }
+}
+
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    site_id: Uuid,
+    token_hash: &[u8],
+) -> AppResult<Visitor> {
+    let row: VisitorRow = diesel::insert_into(visitors::table)
+        .values((
+            visitors::id.eq(Uuid::new_v4()),
+            visitors::site_id.eq(site_id),
+            visitors::token_hash.eq(token_hash),
+        ))
+        .returning(VisitorRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok(row.into())
+}
+
+/// The visitor behind a token on this site, marking it seen.
+pub async fn by_token(
+    conn: &mut AsyncPgConnection,
+    site_id: Uuid,
+    token_hash: &[u8],
+) -> AppResult<Option<Visitor>> {
+    let row: Option<VisitorRow> = diesel::update(
+        visitors::table
+            .filter(visitors::token_hash.eq(token_hash))
+            .filter(visitors::site_id.eq(site_id)),
+    )
+    .set(visitors::last_seen_at.eq(Utc::now()))
+    .returning(VisitorRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(Visitor::from))
+}
+
+pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Visitor>> {
+    let row: Option<VisitorRow> = visitors::table
+        .find(id)
+        .select(VisitorRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(row.map(Visitor::from))
+}
+
+pub async fn update_profile(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    name: Option<String>,
+    email: Option<String>,
+) -> AppResult<Visitor> {
+    let row: VisitorRow = diesel::update(visitors::table.find(id))
+        .set((
+            name.map(|n| visitors::name.eq(n)),
+            email.map(|e| visitors::email.eq(e)),
+            visitors::last_seen_at.eq(Utc::now()),
+        ))
+        .returning(VisitorRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok(row.into())
+}

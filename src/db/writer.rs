@@ -1,0 +1,393 @@
+//! The message writer: every message of this node is committed here, in batches.
+//!
+//! Conversations are sharded over a few writer tasks (one conversation always lands on the
+//! same shard, keeping its order). Each shard takes what has queued up since its last
+//! commit — group commit: no timer, the batch is whatever arrived during the previous
+//! transaction — and commits it in one transaction:
+//!
+//! 1. lock the batch's conversations (`SELECT … FOR UPDATE`, in id order: no deadlocks),
+//!    which serialises writers of one conversation across nodes and nobody else;
+//! 2. find resends (`client_msg_id` already stored) — after the lock, so a racing node
+//!    has either committed its copy or not started;
+//! 3. number the new messages from `last_seq` and insert them in one statement;
+//! 4. move `last_seq`, activity time, first response, and reopen resolved conversations
+//!    that a visitor wrote to.
+//!
+//! Only after the commit are the senders answered and the messages published on the bus.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Int8};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio::sync::{mpsc, oneshot, Notify};
+use uuid::Uuid;
+
+use super::messages::MessageRow;
+use super::schema::{conversations, messages};
+use super::Db;
+use crate::bus::{Bus, Event};
+use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
+use crate::protocol::{ConversationStatus, Message, SenderType};
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conversation_id: Uuid,
+    pub sender_type: SenderType,
+    pub sender_id: Option<Uuid>,
+    pub private: bool,
+    /// Already validated and trimmed.
+    pub body: String,
+    pub client_msg_id: Option<String>,
+    /// The sending session, which gets an ack instead of `message.created`.
+    pub origin: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// Stored now.
+    Created(Message),
+    /// A resend: the message stored the first time.
+    Duplicate(Message),
+}
+
+impl WriteOutcome {
+    pub fn message(&self) -> &Message {
+        match self {
+            WriteOutcome::Created(m) | WriteOutcome::Duplicate(m) => m,
+        }
+    }
+}
+
+struct Request {
+    msg: NewMessage,
+    reply: oneshot::Sender<AppResult<WriteOutcome>>,
+}
+
+/// Handle to the writer shards; cheap to clone.
+#[derive(Clone)]
+pub struct MessageWriter {
+    shards: Vec<mpsc::Sender<Request>>,
+    metrics: Metrics,
+}
+
+/// Requests one shard may hold before senders get `unavailable` (backpressure).
+const SHARD_QUEUE: usize = 20_000;
+
+impl MessageWriter {
+    pub fn start(
+        db: Db,
+        bus: Bus,
+        assign: std::sync::Arc<Notify>,
+        metrics: Metrics,
+        shards: usize,
+        max_batch: usize,
+    ) -> MessageWriter {
+        let shards = (0..shards.max(1))
+            .map(|i| {
+                let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                let shard = Shard {
+                    index: i,
+                    db: db.clone(),
+                    bus: bus.clone(),
+                    assign: assign.clone(),
+                    metrics: metrics.clone(),
+                    max_batch: max_batch.max(1),
+                };
+                actix_web::rt::spawn(shard.run(rx));
+                tx
+            })
+            .collect();
+        MessageWriter { shards, metrics }
+    }
+
+    /// Commits one message (or finds its earlier copy). Resolves after the commit.
+    pub async fn write(&self, msg: NewMessage) -> AppResult<WriteOutcome> {
+        let shard = shard_of(msg.conversation_id, self.shards.len());
+        let (reply, rx) = oneshot::channel();
+        self.shards[shard]
+            .try_send(Request { msg, reply })
+            .map_err(|_| AppError::unavailable("message writer overloaded, retry"))?;
+        self.metrics.writer_queue.inc();
+        rx.await
+            .map_err(|_| AppError::unavailable("message writer stopped, retry"))?
+    }
+
+    /// Waits until every queued message is committed or failed (graceful stop).
+    pub async fn flush(&self) {
+        for shard in &self.shards {
+            // A permit for all capacity means the queue is empty.
+            let _ = shard.reserve_many(SHARD_QUEUE).await;
+        }
+    }
+}
+
+fn shard_of(id: Uuid, n: usize) -> usize {
+    (id.as_u128() % n as u128) as usize
+}
+
+struct Shard {
+    index: usize,
+    db: Db,
+    bus: Bus,
+    assign: std::sync::Arc<Notify>,
+    metrics: Metrics,
+    max_batch: usize,
+}
+
+impl Shard {
+    async fn run(self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            let n = rx.recv_many(&mut batch, self.max_batch).await;
+            if n == 0 {
+                log::info!("writer shard {} stopped", self.index);
+                return;
+            }
+            self.metrics.writer_queue.sub(n as i64);
+            self.commit(std::mem::take(&mut batch)).await;
+            batch.reserve(self.max_batch);
+        }
+    }
+
+    async fn commit(&self, batch: Vec<Request>) {
+        let started = Instant::now();
+        let msgs: Vec<NewMessage> = batch.iter().map(|r| r.msg.clone()).collect();
+        let result = self
+            .db
+            .run(async |conn| {
+                conn.transaction(async |conn| commit_batch(conn, &msgs).await)
+                    .await
+            })
+            .await;
+        let took = started.elapsed();
+        self.metrics
+            .writer_commit_seconds
+            .observe(took.as_secs_f64());
+        self.metrics.writer_batch_size.observe(batch.len() as f64);
+        if took.as_millis() > 250 {
+            self.metrics
+                .db_slow_calls
+                .with_label_values(&["writer_commit"])
+                .inc();
+            log::warn!(
+                "slow database call writer_commit: {} ms for {} messages",
+                took.as_millis(),
+                batch.len()
+            );
+        }
+        match result {
+            Err(e) => {
+                for r in batch {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+            Ok(committed) => {
+                // Publish in commit order, then answer the senders.
+                for (outcome, r) in committed.outcomes.iter().zip(&batch) {
+                    if let Ok(WriteOutcome::Created(m)) = outcome {
+                        self.metrics
+                            .messages_processed
+                            .with_label_values(&[m.sender_type.as_str()])
+                            .inc();
+                        self.bus.publish(Event::MessageCreated {
+                            message: m.clone(),
+                            origin: r.msg.origin,
+                            origin_node: Some(self.bus.node_id.to_string()),
+                        });
+                    }
+                }
+                for (outcome, r) in committed.outcomes.into_iter().zip(batch) {
+                    let _ = r.reply.send(outcome);
+                }
+                if !committed.reopened.is_empty() {
+                    self.announce_reopened(committed.reopened).await;
+                }
+            }
+        }
+    }
+
+    async fn announce_reopened(&self, ids: Vec<Uuid>) {
+        match self
+            .db
+            .run(async |conn| super::conversations::get_many(conn, &ids).await)
+            .await
+        {
+            Ok(convs) => {
+                for c in convs {
+                    let waiting = c.status == ConversationStatus::Pending;
+                    self.bus
+                        .publish(Event::ConversationUpdated { conversation: c });
+                    if waiting {
+                        self.assign.notify_one();
+                    }
+                }
+            }
+            Err(e) => log::warn!("writer: cannot load reopened conversations: {e}"),
+        }
+    }
+}
+
+struct Committed {
+    outcomes: Vec<AppResult<WriteOutcome>>,
+    reopened: Vec<Uuid>,
+}
+
+#[derive(Queryable)]
+struct ConvLock {
+    id: Uuid,
+    last_seq: i64,
+    status: String,
+}
+
+type IdemKey = (Uuid, SenderType, Option<Uuid>, String);
+
+async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppResult<Committed> {
+    let mut conv_ids: Vec<Uuid> = msgs.iter().map(|m| m.conversation_id).collect();
+    conv_ids.sort_unstable();
+    conv_ids.dedup();
+
+    // 1. Lock the conversations, in id order.
+    let locked: Vec<ConvLock> = conversations::table
+        .filter(conversations::id.eq_any(&conv_ids))
+        .order(conversations::id.asc())
+        .select((
+            conversations::id,
+            conversations::last_seq,
+            conversations::status,
+        ))
+        .for_update()
+        .load(conn)
+        .await?;
+    let mut convs: HashMap<Uuid, (i64, String)> = locked
+        .into_iter()
+        .map(|c| (c.id, (c.last_seq, c.status)))
+        .collect();
+
+    // 2. Earlier copies of resends.
+    let client_ids: Vec<&str> = msgs
+        .iter()
+        .filter_map(|m| m.client_msg_id.as_deref())
+        .collect();
+    let mut existing: HashMap<IdemKey, Message> = HashMap::new();
+    if !client_ids.is_empty() {
+        let rows: Vec<MessageRow> = messages::table
+            .filter(messages::conversation_id.eq_any(&conv_ids))
+            .filter(messages::client_msg_id.eq_any(&client_ids))
+            .select(MessageRow::as_select())
+            .load(conn)
+            .await?;
+        for row in rows {
+            let m = Message::from(row);
+            if let Some(cid) = m.client_msg_id.clone() {
+                existing.insert((m.conversation_id, m.sender_type, m.sender_id, cid), m);
+            }
+        }
+    }
+
+    // 3. Number and insert the new ones.
+    let now = Utc::now();
+    let mut outcomes = Vec::with_capacity(msgs.len());
+    let mut rows = Vec::with_capacity(msgs.len());
+    let mut touched: HashMap<Uuid, (bool, bool)> = HashMap::new(); // (visitor wrote, agent replied)
+    for m in msgs {
+        let Some((last_seq, _)) = convs.get_mut(&m.conversation_id) else {
+            outcomes.push(Err(AppError::not_found("conversation")));
+            continue;
+        };
+        let key = m
+            .client_msg_id
+            .clone()
+            .map(|c| (m.conversation_id, m.sender_type, m.sender_id, c));
+        if let Some(k) = &key {
+            if let Some(orig) = existing.get(k) {
+                outcomes.push(Ok(WriteOutcome::Duplicate(orig.clone())));
+                continue;
+            }
+        }
+        *last_seq += 1;
+        let message = Message {
+            id: Uuid::new_v4(),
+            conversation_id: m.conversation_id,
+            seq: *last_seq,
+            sender_type: m.sender_type,
+            sender_id: m.sender_id,
+            private: m.private,
+            body: m.body.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            created_at: now,
+        };
+        let t = touched.entry(m.conversation_id).or_default();
+        t.0 |= m.sender_type == SenderType::Visitor;
+        t.1 |= matches!(m.sender_type, SenderType::Agent | SenderType::Bot) && !m.private;
+        rows.push(MessageRow::from(&message));
+        if let Some(k) = key {
+            // A resend inside the same batch answers with this copy.
+            existing.insert(k, message.clone());
+        }
+        outcomes.push(Ok(WriteOutcome::Created(message)));
+    }
+    if !rows.is_empty() {
+        diesel::insert_into(messages::table)
+            .values(&rows)
+            .execute(conn)
+            .await?;
+    }
+
+    // 4. Move the conversations along.
+    let mut reopened = Vec::new();
+    if !touched.is_empty() {
+        let mut ids = Vec::with_capacity(touched.len());
+        let mut seqs = Vec::with_capacity(touched.len());
+        let mut reopen = Vec::with_capacity(touched.len());
+        let mut responded = Vec::with_capacity(touched.len());
+        for (id, (visitor_wrote, agent_replied)) in &touched {
+            let (seq, status) = &convs[id];
+            let r = *visitor_wrote && status == "resolved";
+            if r {
+                reopened.push(*id);
+            }
+            ids.push(*id);
+            seqs.push(*seq);
+            reopen.push(r);
+            responded.push(*agent_replied);
+        }
+        diesel::sql_query(
+            "UPDATE conversations c SET \
+               last_seq = v.last_seq, \
+               updated_at = now(), \
+               status = CASE WHEN v.reopen THEN \
+                   (CASE WHEN c.assignee_id IS NULL THEN 'pending' ELSE 'open' END) \
+                 ELSE c.status END, \
+               resolved_at = CASE WHEN v.reopen THEN NULL ELSE c.resolved_at END, \
+               queued_at = CASE WHEN v.reopen THEN now() ELSE c.queued_at END, \
+               first_response_at = CASE WHEN v.responded \
+                 THEN COALESCE(c.first_response_at, now()) ELSE c.first_response_at END \
+             FROM unnest($1, $2, $3, $4) AS v(id, last_seq, reopen, responded) \
+             WHERE c.id = v.id",
+        )
+        .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
+        .bind::<Array<Int8>, _>(&seqs)
+        .bind::<Array<Bool>, _>(&reopen)
+        .bind::<Array<Bool>, _>(&responded)
+        .execute(conn)
+        .await?;
+    }
+    // Keep the map alive until here so `convs[id]` above is valid.
+    convs.clear();
+    Ok(Committed { outcomes, reopened })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shards_are_stable() {
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(super::shard_of(id, 4), super::shard_of(id, 4));
+        assert!(super::shard_of(id, 3) < 3);
+    }
+}

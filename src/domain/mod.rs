@@ -1,0 +1,5 @@
+//! Domain rules, free of I/O: message validation, rate limiting, assignment choice.
+//! Each is a plain function or value type with unit tests beside it.
+
+pub mod assignment;
+pub mod limits;

@@ -1,0 +1,327 @@
+//! `/api/conversations/*` and `/api/stats`: the agent inbox, history, replies and
+//! lifecycle changes.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Deserializer};
+use uuid::Uuid;
+
+use super::{parse_id, AuthAgent};
+use crate::actors::room::Post;
+use crate::actors::session::room_for;
+use crate::bus::Event;
+use crate::db::conversations::{AssigneeFilter, Cursor};
+use crate::db::writer::{NewMessage, WriteOutcome};
+use crate::domain::limits;
+use crate::error::{AppError, AppResult};
+use crate::protocol::{Conversation, ConversationStatus, SenderType};
+use crate::state::{AppState, AVAILABLE_WINDOW_SECS};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    assignee: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: AuthAgent,
+    q: web::Query<ListQuery>,
+) -> AppResult<HttpResponse> {
+    let status = match q.status.as_deref() {
+        None | Some("") | Some("all") => None,
+        Some(s) => Some(
+            ConversationStatus::parse(s)
+                .ok_or_else(|| AppError::bad_request("status must be pending, open or resolved"))?,
+        ),
+    };
+    let assignee = match q.assignee.as_deref() {
+        None | Some("") | Some("any") => AssigneeFilter::Any,
+        Some("me") => AssigneeFilter::Agent(auth.agent.id),
+        Some("unassigned") => AssigneeFilter::Unassigned,
+        Some(other) => AssigneeFilter::Agent(Uuid::parse_str(other).map_err(|_| {
+            AppError::bad_request("assignee must be me, unassigned, any or an agent id")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AppError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let cursor = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(Cursor::decode(c).ok_or_else(|| AppError::bad_request("invalid cursor"))?),
+    };
+    let (items, next) = state
+        .db
+        .run(async |conn| {
+            crate::db::conversations::list(conn, status, assignee, limit, cursor).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "items": items,
+        "next_cursor": next.map(|c| c.encode()),
+    })))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    _auth: AuthAgent,
+    path: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let id = parse_id(&path, "conversation")?;
+    let (conv, visitor) = state
+        .db
+        .run(async |conn| {
+            let conv = crate::db::conversations::get(conn, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("conversation"))?;
+            let visitor = crate::db::visitors::get(conn, conv.visitor_id).await?;
+            Ok((conv, visitor))
+        })
+        .await?;
+    let mut value = serde_json::to_value(&conv).map_err(AppError::internal)?;
+    value["visitor"] = serde_json::to_value(&visitor).map_err(AppError::internal)?;
+    Ok(HttpResponse::Ok().json(value))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    after_seq: Option<i64>,
+    before_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn messages(
+    state: web::Data<AppState>,
+    _auth: AuthAgent,
+    path: web::Path<String>,
+    q: web::Query<HistoryQuery>,
+) -> AppResult<HttpResponse> {
+    let id = parse_id(&path, "conversation")?;
+    let limit = q.limit.unwrap_or(crate::db::messages::MAX_PAGE);
+    if !(1..=crate::db::messages::MAX_PAGE).contains(&limit) {
+        return Err(AppError::bad_request("limit must be 1 to 200"));
+    }
+    let (after, before) = (q.after_seq, q.before_seq);
+    if after.is_some_and(|a| a < 0) {
+        return Err(AppError::bad_request("after_seq must be ≥ 0"));
+    }
+    let (items, more) = state
+        .db
+        .run(async |conn| {
+            if crate::db::conversations::get(conn, id).await?.is_none() {
+                return Err(AppError::not_found("conversation"));
+            }
+            match (after, before) {
+                (_, Some(b)) => crate::db::messages::before(conn, id, b, limit).await,
+                (a, None) => {
+                    crate::db::messages::after(conn, id, a.unwrap_or(0), limit, true).await
+                }
+            }
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "more": more })))
+}
+
+#[derive(Deserialize)]
+pub struct PostBody {
+    client_msg_id: Option<String>,
+    body: String,
+    #[serde(default)]
+    private: bool,
+}
+
+pub async fn post_message(
+    state: web::Data<AppState>,
+    auth: AuthAgent,
+    path: web::Path<String>,
+    body: web::Json<PostBody>,
+) -> AppResult<HttpResponse> {
+    let id = parse_id(&path, "conversation")?;
+    let PostBody {
+        client_msg_id,
+        body,
+        private,
+    } = body.into_inner();
+    if let Some(c) = &client_msg_id {
+        limits::validate_client_msg_id(c)?;
+    }
+    let body = limits::validate_body(&body)?;
+    let exists = state
+        .db
+        .run(async |conn| crate::db::conversations::get(conn, id).await)
+        .await?
+        .is_some();
+    if !exists {
+        return Err(AppError::not_found("conversation"));
+    }
+    let room = room_for(&state, id, None).await?;
+    let outcome = room
+        .send(Post(NewMessage {
+            conversation_id: id,
+            sender_type: SenderType::Agent,
+            sender_id: Some(auth.agent.id),
+            private,
+            body,
+            client_msg_id,
+            origin: None,
+        }))
+        .await??;
+    Ok(match outcome {
+        WriteOutcome::Created(m) => HttpResponse::Created().json(m),
+        WriteOutcome::Duplicate(m) => HttpResponse::Ok().json(m),
+    })
+}
+
+/// `{}` claims; `{"agent_id": "…"}` transfers; `{"agent_id": null}` unassigns.
+#[derive(Deserialize)]
+pub struct AssignBody {
+    #[serde(default, deserialize_with = "present")]
+    agent_id: Option<Option<Uuid>>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Uuid>>, D::Error> {
+    Option::<Uuid>::deserialize(d).map(Some)
+}
+
+fn publish_updated(state: &AppState, conv: &Conversation) {
+    state.bus.publish(Event::ConversationUpdated {
+        conversation: conv.clone(),
+    });
+}
+
+pub async fn assign(
+    state: web::Data<AppState>,
+    auth: AuthAgent,
+    path: web::Path<String>,
+    body: Option<web::Json<AssignBody>>,
+) -> AppResult<web::Json<Conversation>> {
+    let id = parse_id(&path, "conversation")?;
+    let target = match body.and_then(|b| b.into_inner().agent_id) {
+        None => Some(auth.agent.id),
+        Some(t) => t,
+    };
+    let conv = state
+        .db
+        .run(async |conn| {
+            if let Some(agent_id) = target {
+                match crate::db::agents::get(conn, agent_id).await? {
+                    Some(a) if !a.disabled => {}
+                    Some(_) => return Err(AppError::conflict("that agent is disabled")),
+                    None => return Err(AppError::not_found("agent")),
+                }
+            }
+            crate::db::conversations::set_assignee(conn, id, target)
+                .await?
+                .ok_or_else(|| AppError::not_found("conversation"))
+        })
+        .await?;
+    publish_updated(&state, &conv);
+    // The previous assignee may have capacity now, or the conversation is back in line.
+    state.assign.notify_one();
+    Ok(web::Json(conv))
+}
+
+pub async fn resolve(
+    state: web::Data<AppState>,
+    _auth: AuthAgent,
+    path: web::Path<String>,
+) -> AppResult<web::Json<Conversation>> {
+    let id = parse_id(&path, "conversation")?;
+    let conv = state
+        .db
+        .run(async |conn| crate::db::conversations::resolve(conn, id).await)
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    publish_updated(&state, &conv);
+    state.assign.notify_one();
+    Ok(web::Json(conv))
+}
+
+pub async fn reopen(
+    state: web::Data<AppState>,
+    _auth: AuthAgent,
+    path: web::Path<String>,
+) -> AppResult<web::Json<Conversation>> {
+    let id = parse_id(&path, "conversation")?;
+    let conv = state
+        .db
+        .run(async |conn| crate::db::conversations::reopen(conn, id).await)
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    publish_updated(&state, &conv);
+    if conv.status == ConversationStatus::Pending {
+        state.assign.notify_one();
+    }
+    Ok(web::Json(conv))
+}
+
+#[derive(Deserialize)]
+pub struct TypingBody {
+    on: bool,
+}
+
+pub async fn typing(
+    state: web::Data<AppState>,
+    auth: AuthAgent,
+    path: web::Path<String>,
+    body: web::Json<TypingBody>,
+) -> AppResult<HttpResponse> {
+    let id = parse_id(&path, "conversation")?;
+    ensure_exists(&state, id).await?;
+    state.bus.publish(Event::Typing {
+        conversation_id: id,
+        sender_type: SenderType::Agent,
+        sender_id: Some(auth.agent.id),
+        on: body.on,
+    });
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+pub struct ReadBody {
+    up_to_seq: i64,
+}
+
+pub async fn read(
+    state: web::Data<AppState>,
+    auth: AuthAgent,
+    path: web::Path<String>,
+    body: web::Json<ReadBody>,
+) -> AppResult<HttpResponse> {
+    let id = parse_id(&path, "conversation")?;
+    if body.up_to_seq < 0 {
+        return Err(AppError::bad_request("up_to_seq must be ≥ 0"));
+    }
+    ensure_exists(&state, id).await?;
+    state.bus.publish(Event::Read {
+        conversation_id: id,
+        sender_type: SenderType::Agent,
+        sender_id: Some(auth.agent.id),
+        up_to_seq: body.up_to_seq,
+    });
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn ensure_exists(state: &AppState, id: Uuid) -> AppResult<()> {
+    state
+        .db
+        .run(async |conn| crate::db::conversations::get(conn, id).await)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| AppError::not_found("conversation"))
+}
+
+pub async fn stats(state: web::Data<AppState>, _auth: AuthAgent) -> AppResult<HttpResponse> {
+    let s = state
+        .db
+        .run(async |conn| crate::db::conversations::stats(conn, AVAILABLE_WINDOW_SECS).await)
+        .await?;
+    Ok(HttpResponse::Ok().json(s))
+}

@@ -1,0 +1,38 @@
+//! # kefu (客服) — a realtime customer-service chat server
+//!
+//! ## A tour
+//!
+//! - A request enters through [`server`], which builds one node: the HTTP routes in
+//!   [`http`] and the actors in [`actors`].
+//! - Visitors and agents hold a WebSocket each: an [`actors::session::WsSession`] parses
+//!   frames ([`protocol`]), enforces the limits of [`domain::limits`], and sends what a user
+//!   writes to the conversation's [`actors::room::Room`].
+//! - The room hands the message to the [`db::writer::MessageWriter`], which commits batches
+//!   in PostgreSQL with gap-free per-conversation `seq` numbers and then publishes each
+//!   message on the [`bus`]. The bus delivers to this node's rooms and agent sessions and,
+//!   through Redis, to every other node's. Nobody hears of a message before it is committed.
+//! - The [`actors::dispatcher::Dispatcher`] starts rooms on demand and reaps idle ones; once a
+//!   session has its room it never asks the dispatcher again.
+//! - Reads that every page load makes (site configuration, agent tokens) go through the
+//!   two-level [`actors::cache::Cache`]; counters live in [`metrics`] and are rendered by the
+//!   [`actors::metrics::MetricsActor`].
+//! - Conversations wait in a queue in PostgreSQL; [`state::AppState::assign_once`] hands them to
+//!   the least-loaded available agent ([`domain::assignment`]), safely across nodes.
+//! - Shutdown ([`server::RunningServer::stop`]): stop accepting, close sockets with 1001,
+//!   finish in-flight requests, commit queued messages.
+
+pub mod actors;
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod password;
+pub mod protocol;
+pub mod server;
+pub mod state;
+
+pub use config::Settings;
+pub use server::{start, RunningServer};
