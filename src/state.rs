@@ -134,7 +134,7 @@ impl AppState {
             loop {
                 let _ = tokio::time::timeout(Duration::from_secs(5), state.assign.notified()).await;
                 if let Err(e) = state.assign_once().await {
-                    log::debug!("assigner: {e}");
+                    log::warn!("assigner: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }

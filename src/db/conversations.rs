@@ -309,8 +309,10 @@ struct IdRow {
 /// Assigns waiting conversations, oldest first, to available agents with capacity.
 ///
 /// Safe when several nodes run it at once: available agents are row-locked for the
-/// transaction (so loads are counted once), and waiting conversations are taken with
-/// `SKIP LOCKED` (so one is never handed out twice). Returns the assigned ids.
+/// transaction, so assigners run one at a time and count loads once; waiting
+/// conversations are then locked too (`FOR UPDATE` waits for a message commit in flight
+/// rather than skipping the row, and re-checks that the row is still waiting), so one is
+/// never handed out twice. Returns the assigned ids.
 pub async fn assign_waiting(
     conn: &mut AsyncPgConnection,
     available_within_secs: i64,
@@ -346,7 +348,7 @@ pub async fn assign_waiting(
         let waiting: Vec<IdRow> = diesel::sql_query(
             "SELECT id FROM conversations \
              WHERE status = 'pending' AND assignee_id IS NULL \
-             ORDER BY queued_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             ORDER BY queued_at, id LIMIT $1 FOR UPDATE",
         )
         .bind::<BigInt, _>(spare)
         .load(conn)

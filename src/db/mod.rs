@@ -80,7 +80,7 @@ pub fn migrate(database_url: &str) -> Result<Vec<String>, String> {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
             .map_err(|e| format!("cannot connect to {}: {e}", redact(&url)))?;
         diesel::RunQueryDsl::execute(
-            diesel::sql_query("SELECT pg_advisory_lock(726_104_001)"),
+            diesel::sql_query("SELECT pg_advisory_lock(726104001)"),
             &mut conn,
         )
         .map_err(|e| format!("migration lock: {e}"))?;
@@ -89,7 +89,7 @@ pub fn migrate(database_url: &str) -> Result<Vec<String>, String> {
             .map(|done| done.iter().map(|v| v.to_string()).collect::<Vec<_>>())
             .map_err(|e| format!("migration failed: {e}"));
         let _ = diesel::RunQueryDsl::execute(
-            diesel::sql_query("SELECT pg_advisory_unlock(726_104_001)"),
+            diesel::sql_query("SELECT pg_advisory_unlock(726104001)"),
             &mut conn,
         );
         result
