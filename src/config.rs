@@ -111,6 +111,10 @@ pub struct Settings {
     #[arg(long, env = "KEFU_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,
 
+    /// Database and Redis calls slower than this many milliseconds are logged and counted.
+    #[arg(long, env = "KEFU_SLOW_MS", default_value_t = 250)]
+    pub slow_ms: u64,
+
     /// Seconds given to in-flight work on SIGTERM/SIGINT before the process exits.
     #[arg(long, env = "KEFU_SHUTDOWN_SECS", default_value_t = 10)]
     pub shutdown_secs: u64,

@@ -104,6 +104,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
     )
     .map_err(|e| e.message)?;
     let metrics = Metrics::new();
+    let db = db.with_slow_log(Duration::from_millis(settings.slow_ms), metrics.clone());
     let redis = match &settings.redis_url {
         Some(url) => Some(redis_pool(url)?),
         None => {

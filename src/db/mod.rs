@@ -12,7 +12,8 @@ pub mod sites;
 pub mod visitors;
 pub mod writer;
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use diesel::Connection as _;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -33,6 +34,7 @@ pub type PgConn = Object<AsyncPgConnection>;
 pub struct Db {
     pub pool: PgPool,
     pub timeout: Duration,
+    slow: Option<(Duration, crate::metrics::Metrics)>,
 }
 
 impl Db {
@@ -46,20 +48,46 @@ impl Db {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| AppError::internal(format!("database pool: {e}")))?;
-        Ok(Db { pool, timeout })
+        Ok(Db {
+            pool,
+            timeout,
+            slow: None,
+        })
     }
 
-    /// Runs `f` with a pooled connection, bounded by the configured timeout.
-    pub async fn run<T, F>(&self, f: F) -> AppResult<T>
+    /// Logs and counts (`slow_calls_total{name}`) every call slower than `threshold`,
+    /// named by the calling source line.
+    pub fn with_slow_log(mut self, threshold: Duration, metrics: crate::metrics::Metrics) -> Db {
+        self.slow = Some((threshold, metrics));
+        self
+    }
+
+    /// Runs `f` with a pooled connection, bounded by the configured timeout. Slow calls
+    /// are logged with the caller's source location.
+    #[track_caller]
+    pub fn run<'a, T, F>(&'a self, f: F) -> impl Future<Output = AppResult<T>> + 'a
     where
-        F: AsyncFnOnce(&mut AsyncPgConnection) -> AppResult<T>,
+        F: AsyncFnOnce(&mut AsyncPgConnection) -> AppResult<T> + 'a,
+        T: 'a,
     {
-        let timeout = self.timeout;
-        let work = async {
-            let mut conn = self.pool.get().await?;
-            f(&mut conn).await
-        };
-        tokio::time::timeout(timeout, work).await?
+        let caller = std::panic::Location::caller();
+        async move {
+            let started = Instant::now();
+            let work = async {
+                let mut conn = self.pool.get().await?;
+                f(&mut conn).await
+            };
+            let out = tokio::time::timeout(self.timeout, work).await;
+            if let Some((threshold, metrics)) = &self.slow {
+                let took = started.elapsed();
+                if took >= *threshold {
+                    let name = format!("db:{}:{}", caller.file(), caller.line());
+                    log::warn!("slow database call {name}: {} ms", took.as_millis());
+                    metrics.db_slow_calls.with_label_values(&[&name]).inc();
+                }
+            }
+            out?
+        }
     }
 
     /// Cheap liveness probe for `/readyz`.

@@ -169,17 +169,6 @@ impl Shard {
             .writer_commit_seconds
             .observe(took.as_secs_f64());
         self.metrics.writer_batch_size.observe(batch.len() as f64);
-        if took.as_millis() > 250 {
-            self.metrics
-                .db_slow_calls
-                .with_label_values(&["writer_commit"])
-                .inc();
-            log::warn!(
-                "slow database call writer_commit: {} ms for {} messages",
-                took.as_millis(),
-                batch.len()
-            );
-        }
         match result {
             Err(e) => {
                 for r in batch {

@@ -94,7 +94,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-/// Counts and times every request by its route pattern (never the raw path).
+static REQUEST_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Counts and times every request by its route pattern (never the raw path), tags it with
+/// an `x-request-id`, and logs it (at debug) under that id.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -104,19 +107,33 @@ pub async fn track(
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
     let method = req.method().as_str().to_owned();
-    let res = next.call(req).await?;
+    let request_id = REQUEST_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = res.status().as_u16();
+    let took = start.elapsed();
     if let Some(m) = metrics {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_string());
-        let status = res.status().as_u16().to_string();
         m.http_requests
-            .with_label_values(&[&method, &route, &status])
+            .with_label_values(&[&method, &route, &status.to_string()])
             .inc();
         m.http_duration
             .with_label_values(&[&method, &route])
-            .observe(start.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
+    }
+    // The path is logged without its query string: `?token=` must never reach a log.
+    log::debug!(
+        "req={request_id:x} {method} {} route={route} status={status} {:.1}ms",
+        res.request().path(),
+        took.as_secs_f64() * 1000.0
+    );
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!("{request_id:x}")) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            v,
+        );
     }
     Ok(res)
 }
