@@ -20,6 +20,7 @@ use crate::actors::room::{Deliver, Room};
 use crate::actors::session::SessionHandle;
 use crate::metrics::Metrics;
 use crate::protocol::{AgentStatus, Conversation, Message, SenderType, ServerFrame};
+use crate::redis_client::Redis;
 
 /// Something that happened, already committed where it needs to be.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,7 +232,7 @@ impl AgentRegistry {
 
 #[derive(Clone)]
 struct RedisBus {
-    pool: deadpool_redis::Pool,
+    redis: Redis,
     channel: String,
 }
 
@@ -264,10 +265,10 @@ impl Bus {
 
     /// Enables cross-node fan-out through Redis and starts the subscriber task (which
     /// reconnects by itself when Redis goes away and comes back).
-    pub fn with_redis(mut self, pool: deadpool_redis::Pool, redis_url: &str, prefix: &str) -> Bus {
+    pub fn with_redis(mut self, redis: Redis, redis_url: &str, prefix: &str) -> Bus {
         let channel = format!("{prefix}:events");
         self.redis = Some(RedisBus {
-            pool,
+            redis,
             channel: channel.clone(),
         });
         let me = self.clone();
@@ -291,23 +292,18 @@ impl Bus {
                     return;
                 }
             };
+            if !redis.redis.usable() {
+                // Redis is down: other nodes' clients close the gap with `resume`.
+                self.metrics.bus_publish_errors.inc();
+                return;
+            }
             let redis = redis.clone();
             let metrics = self.metrics.clone();
             actix_web::rt::spawn(async move {
-                let res: Result<(), String> = async {
-                    let mut conn = redis.pool.get().await.map_err(|e| e.to_string())?;
-                    redis::cmd("PUBLISH")
-                        .arg(&redis.channel)
-                        .arg(payload)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-                .await;
-                if let Err(e) = res {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(&redis.channel).arg(payload);
+                if redis.redis.query::<i64>("publish", &cmd).await.is_none() {
                     metrics.bus_publish_errors.inc();
-                    log::debug!("bus: publish failed (other nodes resume later): {e}");
                 }
             });
         }

@@ -31,6 +31,7 @@ pub mod http;
 pub mod metrics;
 pub mod password;
 pub mod protocol;
+pub mod redis_client;
 pub mod server;
 pub mod state;
 

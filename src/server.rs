@@ -106,7 +106,11 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
     let metrics = Metrics::new();
     let db = db.with_slow_log(Duration::from_millis(settings.slow_ms), metrics.clone());
     let redis = match &settings.redis_url {
-        Some(url) => Some(redis_pool(url)?),
+        Some(url) => Some(crate::redis_client::Redis::new(
+            redis_pool(url)?,
+            metrics.clone(),
+            Duration::from_millis(settings.slow_ms),
+        )),
         None => {
             log::warn!(
                 "REDIS_URL is not set: running as a single node with the in-memory cache only"

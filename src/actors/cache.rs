@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 use crate::protocol::{Agent, Site};
+use crate::redis_client::Redis;
 
 /// How long entries live, per kind.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,7 @@ pub struct Cache {
     sites: moka::future::Cache<String, Option<Arc<Site>>>,
     tokens: moka::future::Cache<String, Option<Arc<Agent>>>,
     agents_online: moka::future::Cache<(), i64>,
-    redis: Option<deadpool_redis::Pool>,
+    redis: Option<Redis>,
     prefix: Arc<str>,
     ttls: CacheTtls,
     db: Db,
@@ -63,7 +64,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(
         db: Db,
-        redis: Option<deadpool_redis::Pool>,
+        redis: Option<Redis>,
         prefix: &str,
         ttls: CacheTtls,
         metrics: Metrics,
@@ -101,16 +102,14 @@ impl Cache {
     }
 
     async fn l2_get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let pool = self.redis.as_ref()?;
-        let got: Option<String> = async {
-            let mut conn = pool.get().await.ok()?;
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .ok()?
+        let redis = self.redis.as_ref()?;
+        if !redis.usable() {
+            return None;
         }
-        .await;
+        let got: Option<String> = redis
+            .query::<Option<String>>("cache_get", redis::cmd("GET").arg(key))
+            .await
+            .flatten();
         match got.and_then(|s| serde_json::from_str(&s).ok()) {
             Some(v) => {
                 self.hit("l2");
@@ -124,21 +123,22 @@ impl Cache {
     }
 
     async fn l2_set<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) {
-        let Some(pool) = self.redis.as_ref() else {
+        let Some(redis) = self.redis.as_ref() else {
             return;
         };
         let Ok(text) = serde_json::to_string(value) else {
             return;
         };
-        if let Ok(mut conn) = pool.get().await {
-            let _ = redis::cmd("SET")
-                .arg(key)
-                .arg(text)
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .query_async::<()>(&mut conn)
-                .await;
-        }
+        let _ = redis
+            .query::<()>(
+                "cache_set",
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(text)
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64),
+            )
+            .await;
     }
 
     /// Site by public widget key: L1, then L2, then PostgreSQL.
@@ -223,24 +223,26 @@ impl Cache {
     /// Drops a key everywhere: this node's L1, L2, and (through Redis) other nodes' L1.
     pub async fn invalidate(&self, key: CacheKey) {
         self.invalidate_local(&key).await;
-        let Some(pool) = self.redis.as_ref() else {
-            return;
-        };
-        let Ok(mut conn) = pool.get().await else {
-            log::warn!("cache: Redis unavailable; other nodes expire {key:?} by TTL");
+        let Some(redis) = self.redis.as_ref() else {
             return;
         };
         if let CacheKey::Site(k) = &key {
-            let _ = redis::cmd("DEL")
-                .arg(self.l2_key("site", k))
-                .query_async::<i64>(&mut conn)
-                .await;
+            if redis
+                .query::<i64>("cache_del", redis::cmd("DEL").arg(self.l2_key("site", k)))
+                .await
+                .is_none()
+            {
+                log::warn!("cache: Redis unavailable; other nodes expire {key:?} by TTL");
+            }
         }
         if let Ok(payload) = serde_json::to_string(&key) {
-            let _ = redis::cmd("PUBLISH")
-                .arg(format!("{}:invalidate", self.prefix))
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
+            let _ = redis
+                .query::<i64>(
+                    "cache_invalidate",
+                    redis::cmd("PUBLISH")
+                        .arg(format!("{}:invalidate", self.prefix))
+                        .arg(payload),
+                )
                 .await;
         }
     }

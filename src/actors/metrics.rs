@@ -13,11 +13,11 @@ use crate::metrics::Metrics;
 pub struct MetricsActor {
     metrics: Metrics,
     db: Db,
-    redis: Option<deadpool_redis::Pool>,
+    redis: Option<crate::redis_client::Redis>,
 }
 
 impl MetricsActor {
-    pub fn new(metrics: Metrics, db: Db, redis: Option<deadpool_redis::Pool>) -> MetricsActor {
+    pub fn new(metrics: Metrics, db: Db, redis: Option<crate::redis_client::Redis>) -> MetricsActor {
         MetricsActor { metrics, db, redis }
     }
 
@@ -29,7 +29,7 @@ impl MetricsActor {
         g.with_label_values(&["waiting"]).set(s.waiting as i64);
         g.with_label_values(&["max"]).set(s.max_size as i64);
         if let Some(r) = &self.redis {
-            let s = r.status();
+            let s = r.pool.status();
             let g = &self.metrics.redis_pool;
             g.with_label_values(&["size"]).set(s.size as i64);
             g.with_label_values(&["available"]).set(s.available as i64);

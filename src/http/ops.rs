@@ -19,17 +19,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     };
     let redis = match &state.redis {
         None => "disabled",
-        Some(pool) => {
-            let ping = async {
-                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
-                Ok(Ok(_)) => "ok",
-                _ => "down",
+        Some(redis) => {
+            if redis.ping().await {
+                "ok"
+            } else {
+                "down"
             }
         }
     };
