@@ -227,6 +227,10 @@ pub enum ClientFrame {
         name: Option<String>,
         #[serde(default)]
         email: Option<String>,
+        /// Merged into the visitor's attributes (the widget sends page URL, referrer,
+        /// language and user agent).
+        #[serde(default)]
+        attributes: Option<serde_json::Value>,
     },
     #[serde(rename = "rating")]
     Rating {

@@ -261,7 +261,11 @@ impl WsSession {
                 up_to_seq,
                 conversation_id,
             } => self.on_read(up_to_seq, conversation_id),
-            ClientFrame::ProfileUpdate { name, email } => self.on_profile(name, email, ctx),
+            ClientFrame::ProfileUpdate {
+                name,
+                email,
+                attributes,
+            } => self.on_profile(name, email, attributes, ctx),
             ClientFrame::Rating { score, comment } => self.on_rating(score, comment, ctx),
         }
     }
@@ -367,12 +371,31 @@ impl WsSession {
                 }
             };
             let outcome = room.send(Post(msg)).await??;
+            // The conversation may have been assigned before this session joined its room:
+            // read it again so the visitor learns its assignee.
+            let created = match created {
+                Some(c) => {
+                    let id = c.id;
+                    let fresh = state
+                        .db
+                        .run(async |conn| crate::db::conversations::get(conn, id).await)
+                        .await;
+                    Some(fresh.ok().flatten().unwrap_or(c))
+                }
+                None => None,
+            };
             Ok::<_, AppError>((outcome, created, joined.then_some(room)))
         };
         fut.into_actor(self)
             .map(move |res, act, ctx| match res {
                 Ok((outcome, created, joined)) => {
                     if let Some(conv) = created {
+                        let text = ServerFrame::ConversationUpdated {
+                            conversation_id: conv.id,
+                            conversation: &conv,
+                        }
+                        .encode();
+                        act.send_text(ctx, text);
                         if let Peer::Visitor { conversation, .. } = &mut act.peer {
                             *conversation = Some(Box::new(conv));
                         }
@@ -520,6 +543,7 @@ impl WsSession {
         &mut self,
         name: Option<String>,
         email: Option<String>,
+        attributes: Option<serde_json::Value>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Result<(), (AppError, Option<String>)> {
         let Peer::Visitor { visitor, .. } = &self.peer else {
@@ -535,12 +559,15 @@ impl WsSession {
         if email.as_deref().is_some_and(|e| !e.contains('@')) {
             return Err((AppError::bad_request("email is not an email address"), None));
         }
+        let attributes = limits::validate_attributes(attributes).map_err(|e| (e, None))?;
         let id = visitor.id;
         let state = self.state.clone();
         async move {
             state
                 .db
-                .run(async |conn| crate::db::visitors::update_profile(conn, id, name, email).await)
+                .run(async |conn| {
+                    crate::db::visitors::update_profile(conn, id, name, email, attributes).await
+                })
                 .await
         }
         .into_actor(self)

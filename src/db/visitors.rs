@@ -82,16 +82,20 @@ pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Vis
     Ok(row.map(Visitor::from))
 }
 
+/// Sets the given fields; `attributes` is merged into the stored object (top-level keys
+/// replace their old values, other keys stay).
 pub async fn update_profile(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     name: Option<String>,
     email: Option<String>,
+    attributes: Option<serde_json::Value>,
 ) -> AppResult<Visitor> {
     let row: VisitorRow = diesel::update(visitors::table.find(id))
         .set((
             name.map(|n| visitors::name.eq(n)),
             email.map(|e| visitors::email.eq(e)),
+            attributes.map(|a| visitors::attributes.eq(visitors::attributes.concat(a))),
             visitors::last_seen_at.eq(Utc::now()),
         ))
         .returning(VisitorRow::as_returning())

@@ -14,6 +14,8 @@ pub const MAX_INVALID_FRAMES_IN_A_ROW: u32 = 20;
 pub const MAX_REFUSED_STREAK: Duration = Duration::from_secs(10);
 /// Longest visitor name or email.
 pub const MAX_PROFILE_FIELD: usize = 200;
+/// Largest visitor `attributes` object in one `profile.update`, as JSON bytes.
+pub const MAX_ATTRIBUTES_BYTES: usize = 4096;
 
 /// Trims a message body and checks its length; returns the text to store.
 pub fn validate_body(body: &str) -> Result<String, AppError> {
@@ -48,6 +50,25 @@ pub fn validate_profile_field(name: &str, value: Option<&str>) -> Result<Option<
             "{name} is longer than {MAX_PROFILE_FIELD} characters"
         ))),
         Some(v) => Ok(Some(v.to_string())),
+    }
+}
+
+/// Visitor attributes (page URL, referrer, language, …) must be a JSON object of bounded
+/// size: they are merged into the stored object and shown to agents.
+pub fn validate_attributes(
+    value: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, AppError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => {
+            if v.to_string().len() > MAX_ATTRIBUTES_BYTES {
+                return Err(AppError::too_large(format!(
+                    "attributes are larger than {MAX_ATTRIBUTES_BYTES} bytes"
+                )));
+            }
+            Ok(Some(v))
+        }
+        Some(_) => Err(AppError::bad_request("attributes must be a JSON object")),
     }
 }
 
@@ -88,6 +109,19 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_are_bounded_objects() {
+        let page = serde_json::json!({"page_url": "https://shop.example/cart"});
+        assert_eq!(
+            validate_attributes(Some(page.clone())).expect("ok"),
+            Some(page)
+        );
+        assert_eq!(validate_attributes(None).expect("ok"), None);
+        assert!(validate_attributes(Some(serde_json::json!(["a"]))).is_err());
+        let huge = serde_json::json!({"x": "y".repeat(MAX_ATTRIBUTES_BYTES)});
+        assert!(validate_attributes(Some(huge)).is_err());
+    }
 
     #[test]
     fn body_is_trimmed_and_bounded() {

@@ -2,6 +2,7 @@
 //! authenticated-agent extractor, request metrics middleware and JSON error handling.
 
 pub mod agents;
+pub mod assets;
 pub mod auth;
 pub mod conversations;
 pub mod ops;
@@ -89,6 +90,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/sites", web::get().to(sites::list))
     .route("/api/sites", web::post().to(sites::create))
     .route("/api/sites/{id}", web::patch().to(sites::update))
+    .route("/", web::get().to(assets::demo))
+    .route("/widget.js", web::get().to(assets::widget_js))
+    .route("/chat", web::get().to(assets::chat))
+    .route("/console", web::get().to(assets::console))
+    .route("/assets/{name}", web::get().to(assets::asset))
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(AppError::not_found("route"))
     }));
