@@ -170,8 +170,8 @@ impl Metrics {
             db_slow_calls: counter_vec(
                 &r,
                 "slow_calls_total",
-                "Database and Redis calls slower than the threshold, by name",
-                &["name"],
+                "Database and Redis calls slower than KEFU_SLOW_MS, by kind (the log names the call)",
+                &["kind"],
             ),
             cache_hits: counter_vec(&r, "cache_hits_total", "Cache hits by level", &["level"]),
             cache_misses: counter_vec(
@@ -222,6 +222,48 @@ impl Metrics {
             ),
             registry: r,
         }
+        .with_known_series()
+    }
+
+    /// Creates every labelled series that is known up front at zero, so dashboards and
+    /// alerts see them before the first event.
+    fn with_known_series(self) -> Metrics {
+        for role in ["visitor", "agent"] {
+            self.ws_connections.with_label_values(&[role]);
+            self.ws_frames_in.with_label_values(&[role]);
+            self.ws_frames_out.with_label_values(&[role]);
+        }
+        for sender in ["visitor", "agent", "bot", "system"] {
+            self.messages_processed.with_label_values(&[sender]);
+        }
+        for code in [
+            "bad_request",
+            "unauthorized",
+            "forbidden",
+            "not_found",
+            "conflict",
+            "too_large",
+            "rate_limited",
+            "unavailable",
+            "internal",
+        ] {
+            self.ws_errors.with_label_values(&[code]);
+        }
+        for kind in ["visitor_send", "login"] {
+            self.rate_limited.with_label_values(&[kind]);
+        }
+        for kind in ["db", "redis"] {
+            self.db_slow_calls.with_label_values(&[kind]);
+        }
+        for level in ["l1", "l2"] {
+            self.cache_hits.with_label_values(&[level]);
+            self.cache_misses.with_label_values(&[level]);
+            self.cache_hit_ratio.with_label_values(&[level]);
+        }
+        for outcome in ["ok", "failed", "throttled"] {
+            self.logins.with_label_values(&[outcome]);
+        }
+        self
     }
 }
 
