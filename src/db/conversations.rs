@@ -318,16 +318,29 @@ pub async fn assign_waiting(
     available_within_secs: i64,
 ) -> AppResult<Vec<Uuid>> {
     conn.transaction(async |conn| {
+        // Lock the available agents first, in a statement of its own: under READ
+        // COMMITTED each statement sees what was committed before it started, so the loads
+        // counted next include whatever a racing assigner committed while we waited.
+        let locked: Vec<IdRow> = diesel::sql_query(
+            "SELECT a.id FROM agents a \
+             WHERE a.status = 'online' AND NOT a.disabled \
+               AND a.last_seen_at > now() - make_interval(secs => $1) \
+             ORDER BY a.id FOR UPDATE",
+        )
+        .bind::<Double, _>(available_within_secs as f64)
+        .load(conn)
+        .await?;
+        if locked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = locked.into_iter().map(|r| r.id).collect();
         let mut candidates: Vec<Candidate> = diesel::sql_query(
             "SELECT a.id, a.max_open::int8 AS max_open, a.last_assigned_at, \
                (SELECT count(*) FROM conversations c \
                  WHERE c.assignee_id = a.id AND c.status = 'open') AS open \
-             FROM agents a \
-             WHERE a.status = 'online' AND NOT a.disabled \
-               AND a.last_seen_at > now() - make_interval(secs => $1) \
-             ORDER BY a.id FOR UPDATE OF a",
+             FROM agents a WHERE a.id = ANY($1) ORDER BY a.id",
         )
-        .bind::<Double, _>(available_within_secs as f64)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(&ids)
         .load::<CandidateRow>(conn)
         .await?
         .into_iter()
