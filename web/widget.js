@@ -140,6 +140,7 @@
   }
   const ICON_CHAT = ['M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H8.5L4 21.5V18a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2Z'];
   const ICON_CLOSE = ['M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12l5.6 5.6-1.4 1.4-5.6-5.6L6.4 19 5 17.6l5.6-5.6L5 6.4Z'];
+  const ICON_CHEVRON = ['M7.4 8.6 12 13.2l4.6-4.6L18 10l-6 6-6-6Z'];
   const ICON_SEND = ['M3.4 20.4 21 12 3.4 3.6 3.4 10.1 15 12 3.4 13.9Z'];
 
   function timeOf(iso) {
@@ -264,7 +265,11 @@ textarea:focus { border-color: var(--kefu-primary); box-shadow: 0 0 0 3px rgba(3
 .send svg { fill: currentColor; }
 .send:disabled { opacity: .4; cursor: default; }
 .brand { flex: none; text-align: center; font-size: 11px; color: #9ca3af; padding: 0 0 8px; background: #fff; }
-button:focus-visible, textarea:focus-visible { outline: 2px solid #1d4ed8; outline-offset: 2px; }
+button:focus-visible { outline: 2px solid #1d4ed8; outline-offset: 2px; }
+textarea:focus-visible { outline: none; }
+.launcher .when-open { display: none; }
+.open .launcher .when-open { display: block; }
+.open .launcher .when-closed { display: none; }
 @media (prefers-reduced-motion: reduce) { * { animation: none !important; transition: none !important; } }
 `;
 
@@ -328,7 +333,9 @@ button:focus-visible, textarea:focus-visible { outline: 2px solid #1d4ed8; outli
     'aria-expanded': 'false',
     'aria-controls': 'kefu-panel',
     onclick: () => setOpen(!state.open),
-  }, [icon(ICON_CHAT, 28), ui.badge]);
+  }, [icon(ICON_CHAT, 28), icon(ICON_CHEVRON, 30), ui.badge]);
+  ui.launcher.firstChild.classList.add('when-closed');
+  ui.launcher.children[1].classList.add('when-open');
   ui.root = el('div', { class: 'root ' + (PAGE_MODE ? 'page' : 'bubble-mode') }, [ui.panel, PAGE_MODE ? null : ui.launcher]);
   shadow.append(ui.root);
 
