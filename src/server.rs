@@ -164,6 +164,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
     );
     bootstrap_admin(&state).await?;
     state.spawn_assigner();
+    db::partitions::spawn_upkeep(state.db.clone());
 
     let app_state = state.clone();
     let workers = settings.workers.unwrap_or_else(|| {

@@ -159,7 +159,10 @@ pub async fn list(
         AssigneeFilter::Agent(id) => q = q.filter(conversations::assignee_id.eq(id)),
     }
     if let Some(c) = cursor {
-        q = q.filter(
+        // The plain `updated_at <=` bound is implied by the exact keyset condition after it;
+        // it is there because PostgreSQL can start the index scan at it, whereas it can only
+        // filter with the OR (a deep page would otherwise read every row above it).
+        q = q.filter(conversations::updated_at.le(c.updated_at)).filter(
             conversations::updated_at
                 .lt(c.updated_at)
                 .or(conversations::updated_at

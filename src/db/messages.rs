@@ -9,6 +9,16 @@ use super::schema::messages;
 use crate::error::AppResult;
 use crate::protocol::{Message, SenderType};
 
+#[declare_sql_function]
+extern "SQL" {
+    /// The earliest `created_at` a message of the conversation can have (schema 2 enforces
+    /// it on insert). Filtering on it lets PostgreSQL skip, when the query starts, the month
+    /// partitions from before the conversation began.
+    fn kefu_message_floor(
+        conversation: diesel::sql_types::Uuid,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>;
+}
+
 /// Largest history page (SPEC §3: ≤ 200 per frame).
 pub const MAX_PAGE: i64 = 200;
 
@@ -70,6 +80,11 @@ pub async fn after(
     let limit = limit.clamp(1, MAX_PAGE);
     let mut q = messages::table
         .filter(messages::conversation_id.eq(conversation_id))
+        .filter(
+            messages::created_at
+                .nullable()
+                .ge(kefu_message_floor(conversation_id)),
+        )
         .filter(messages::seq.gt(after_seq))
         .select(MessageRow::as_select())
         .order(messages::seq.asc())
@@ -95,6 +110,11 @@ pub async fn before(
     let limit = limit.clamp(1, MAX_PAGE);
     let mut rows: Vec<MessageRow> = messages::table
         .filter(messages::conversation_id.eq(conversation_id))
+        .filter(
+            messages::created_at
+                .nullable()
+                .ge(kefu_message_floor(conversation_id)),
+        )
         .filter(messages::seq.lt(before_seq))
         .select(MessageRow::as_select())
         .order(messages::seq.desc())

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod conversations;
 pub mod messages;
+pub mod partitions;
 pub mod schema;
 pub mod sites;
 pub mod visitors;
@@ -116,6 +117,15 @@ pub fn migrate(database_url: &str) -> Result<Vec<String>, String> {
             .run_pending_migrations(MIGRATIONS)
             .map(|done| done.iter().map(|v| v.to_string()).collect::<Vec<_>>())
             .map_err(|e| format!("migration failed: {e}"));
+        if result.is_ok() {
+            // The coming months' message partitions; without them inserts still work (the
+            // default partition), so a failure here is only worth a warning.
+            let ensure = diesel::sql_query("SELECT kefu_ensure_partitions($1)")
+                .bind::<diesel::sql_types::Integer, _>(partitions::MONTHS_AHEAD);
+            if let Err(e) = diesel::RunQueryDsl::execute(ensure, &mut conn) {
+                log::warn!("cannot create the coming message partitions: {e}");
+            }
+        }
         let _ = diesel::RunQueryDsl::execute(
             diesel::sql_query("SELECT pg_advisory_unlock(726104001)"),
             &mut conn,

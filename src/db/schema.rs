@@ -92,6 +92,22 @@ diesel::table! {
     }
 }
 
+// Schema 2 (migrations/2026-11-30-000001_partition_messages): `messages` is partitioned by
+// month on `created_at`, its real primary key is (conversation_id, seq, created_at); the key
+// below is the column set diesel addresses rows by. Global uniqueness of (conversation_id,
+// seq), id and the idempotency key lives in `message_keys`, maintained by triggers.
+diesel::table! {
+    message_keys (conversation_id, seq) {
+        conversation_id -> Uuid,
+        seq -> Int8,
+        id -> Uuid,
+        created_at -> Timestamptz,
+        sender_type -> Text,
+        sender_id -> Nullable<Uuid>,
+        client_msg_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(visitors -> sites (site_id));
 diesel::joinable!(agent_sessions -> agents (agent_id));
 diesel::joinable!(conversations -> sites (site_id));
@@ -107,4 +123,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_failures,
     conversations,
     messages,
+    message_keys,
 );

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Int8};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
 use super::messages::MessageRow;
-use super::schema::{conversations, messages};
+use super::schema::{conversations, message_keys, messages};
 use super::Db;
 use crate::bus::{Bus, Event};
 use crate::error::{AppError, AppResult};
@@ -264,9 +264,17 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
         .collect();
     let mut existing: HashMap<IdemKey, Message> = HashMap::new();
     if !client_ids.is_empty() {
-        let rows: Vec<MessageRow> = messages::table
-            .filter(messages::conversation_id.eq_any(&conv_ids))
-            .filter(messages::client_msg_id.eq_any(&client_ids))
+        // Through message_keys (unpartitioned, indexed on (conversation_id, client_msg_id,
+        // …)), then to the one month partition holding each original by its created_at.
+        let rows: Vec<MessageRow> = message_keys::table
+            .inner_join(
+                messages::table.on(messages::conversation_id
+                    .eq(message_keys::conversation_id)
+                    .and(messages::seq.eq(message_keys::seq))
+                    .and(messages::created_at.eq(message_keys::created_at))),
+            )
+            .filter(message_keys::conversation_id.eq_any(&conv_ids))
+            .filter(message_keys::client_msg_id.eq_any(&client_ids))
             .select(MessageRow::as_select())
             .load(conn)
             .await?;
@@ -278,8 +286,9 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
         }
     }
 
-    // 3. Number and insert the new ones.
-    let now = Utc::now();
+    // 3. Number and insert the new ones. PostgreSQL keeps microseconds: the ack and the
+    // live event must carry the same `created_at` as every later read (and a resend).
+    let now = Utc::now().trunc_subsecs(6);
     let mut outcomes = Vec::with_capacity(msgs.len());
     let mut rows = Vec::with_capacity(msgs.len());
     let mut touched: HashMap<Uuid, (bool, bool)> = HashMap::new(); // (visitor wrote, agent replied)
