@@ -586,6 +586,8 @@ pub struct WsClient {
     pub garbage: Vec<String>,
     /// Frames read early (by `sync`), handed out first.
     backlog: std::collections::VecDeque<Value>,
+    /// Every JSON frame received so far, in order (also the ones a `recv_until` skipped).
+    pub transcript: Vec<Value>,
 }
 
 /// The rejected handshake: HTTP status and body.
@@ -626,6 +628,7 @@ impl WsClient {
             pings: 0,
             garbage: Vec::new(),
             backlog: Default::default(),
+            transcript: Vec::new(),
         }
     }
 
@@ -657,7 +660,10 @@ impl WsClient {
             };
             match next {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<Value>(t.as_str()) {
-                    Ok(v) => return Received::Json(v),
+                    Ok(v) => {
+                        self.transcript.push(v.clone());
+                        return Received::Json(v);
+                    }
                     Err(_) => self.garbage.push(t.as_str().to_string()),
                 },
                 Some(Ok(Message::Ping(_))) => self.pings += 1,
@@ -700,6 +706,15 @@ impl WsClient {
                 other => panic!("waiting for {ty}: got {other:?}; skipped {skipped:?}"),
             }
         }
+    }
+
+    /// A frame of type `ty` matching `pred` that was already received (perhaps skipped by an
+    /// earlier `recv_until`), else the next one.
+    pub async fn seen_or_recv(&mut self, ty: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.transcript.iter().find(|v| v["type"] == ty && pred(v)) {
+            return v.clone();
+        }
+        self.recv_until_where(ty, pred).await
     }
 
     /// Reads for `within`; panics when a frame of type `ty` arrives. Answers the frames of
