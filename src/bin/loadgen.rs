@@ -84,6 +84,13 @@ struct Args {
     /// Messages per second per visitor, one phase per value ("1,2,3"); 0 = idle.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     rates: Vec<f64>,
+    /// Only this many visitors send (split over `--procs`); the others hold idle sockets.
+    #[arg(long)]
+    senders: Option<usize>,
+    /// Step test: skip the remaining phases once a phase's send→agent p99 exceeds this
+    /// (or under 95% of its messages reached an agent by its end). Per process.
+    #[arg(long)]
+    stop_above_ms: Option<f64>,
     /// Seconds per phase.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -372,6 +379,7 @@ struct VisitorCtx {
     site: String,
     read_buffer: usize,
     start_at: Instant,
+    sends: bool,
 }
 
 async fn visitor(
@@ -422,6 +430,7 @@ async fn visitor(
             match stage {
                 Stage::Connecting | Stage::Quiet => next_send = None,
                 Stage::Stop => break,
+                Stage::Warmup { .. } | Stage::Phase { .. } if !ctx.sends => next_send = None,
                 Stage::Warmup { until } => {
                     if !warmed {
                         warmed = true;
@@ -1054,6 +1063,7 @@ async fn run_worker(
             site: site.clone(),
             read_buffer: args.read_buffer,
             start_at: at,
+            sends: args.senders.is_none_or(|n| i < n),
         };
         visitor_tasks.push(tokio::spawn(visitor(
             ctx,
@@ -1153,11 +1163,26 @@ async fn run_worker(
         let p0 = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
         durations.push(p0.elapsed().as_secs_f64());
+        let (p99, sent, delivered) = shared
+            .stats
+            .lock()
+            .map(|s| {
+                let p = &s.phases[idx];
+                let p99 = if p.agent.is_empty() { 0.0 } else { p.agent.value_at_quantile(0.99) as f64 / 1000.0 };
+                (p99, p.sent, p.delivered)
+            })
+            .unwrap_or((0.0, 0, 0));
         eprintln!(
-            "loadgen {tag}: phase {} ({} msg/s per visitor) done",
+            "loadgen {tag}: phase {} ({} msg/s per visitor) done: {sent} sent, {delivered} reached an agent, p99 so far {p99:.1} ms",
             idx + 1,
             rate
         );
+        if let Some(limit) = args.stop_above_ms {
+            if p99 > limit || (delivered as f64) < 0.95 * sent as f64 {
+                eprintln!("loadgen {tag}: stopping the steps here (--stop-above-ms {limit})");
+                break;
+            }
+        }
     }
     let _ = stage_tx.send(Stage::Quiet);
     if sending {
@@ -1273,9 +1298,18 @@ fn run_children(
             .arg(args.read_buffer.to_string())
             .arg("--body")
             .arg(&args.body)
+            .arg("--settle")
+            .arg("0")
             .arg("--json")
             .arg(&json);
         // Each child's nodes: all of them, rotated so the children start on different nodes.
+        if let Some(n) = args.senders {
+            let share = n / args.procs + usize::from(i < n % args.procs);
+            cmd.arg("--senders").arg(share.to_string());
+        }
+        if let Some(ms) = args.stop_above_ms {
+            cmd.arg("--stop-above-ms").arg(ms.to_string());
+        }
         for k in 0..args.urls.len() {
             cmd.arg("--url").arg(&args.urls[(i + k) % args.urls.len()]);
         }
