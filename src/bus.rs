@@ -243,6 +243,7 @@ pub struct Bus {
     pub rooms: RoomRegistry,
     pub agents: AgentRegistry,
     redis: Option<RedisBus>,
+    cache: Option<crate::actors::cache::Cache>,
     metrics: Metrics,
 }
 
@@ -259,8 +260,15 @@ impl Bus {
             rooms: Arc::default(),
             agents: AgentRegistry::default(),
             redis: None,
+            cache: None,
             metrics,
         }
+    }
+
+    /// Lets committed messages invalidate the cached history pages of this node.
+    pub fn with_cache(mut self, cache: crate::actors::cache::Cache) -> Bus {
+        self.cache = Some(cache);
+        self
     }
 
     /// Enables cross-node fan-out through Redis and starts the subscriber task (which
@@ -323,6 +331,9 @@ impl Bus {
                 }
             });
             return;
+        }
+        if let (Event::MessageCreated { message, .. }, Some(cache)) = (event, &self.cache) {
+            cache.forget_history(message.conversation_id);
         }
         if let Some(conv) = event.conversation_id() {
             let room = self.rooms.read().ok().and_then(|m| m.get(&conv).cloned());

@@ -115,6 +115,26 @@ pub struct Settings {
     #[arg(long, env = "KEFU_SLOW_MS", default_value_t = 250)]
     pub slow_ms: u64,
 
+    /// Cache TTL of site configurations, in seconds.
+    #[arg(long, env = "KEFU_CACHE_SITE_SECS", default_value_t = 300)]
+    pub cache_site_secs: u64,
+
+    /// Cache TTL of agent token lookups, in seconds (revocations invalidate at once).
+    #[arg(long, env = "KEFU_CACHE_TOKEN_SECS", default_value_t = 30)]
+    pub cache_token_secs: u64,
+
+    /// Cache TTL of conversation metadata, in seconds.
+    #[arg(long, env = "KEFU_CACHE_CONVERSATION_SECS", default_value_t = 600)]
+    pub cache_conversation_secs: u64,
+
+    /// Cache TTL of visitor profiles, in seconds.
+    #[arg(long, env = "KEFU_CACHE_VISITOR_SECS", default_value_t = 300)]
+    pub cache_visitor_secs: u64,
+
+    /// Cache TTL of a conversation's newest history page, in seconds.
+    #[arg(long, env = "KEFU_CACHE_HISTORY_SECS", default_value_t = 60)]
+    pub cache_history_secs: u64,
+
     /// Seconds given to in-flight work on SIGTERM/SIGINT before the process exits.
     #[arg(long, env = "KEFU_SHUTDOWN_SECS", default_value_t = 10)]
     pub shutdown_secs: u64,
@@ -146,6 +166,18 @@ impl Settings {
 
     pub fn token_idle(&self) -> chrono::Duration {
         chrono::Duration::hours(self.token_idle_hours.max(1) as i64)
+    }
+
+    pub fn cache_ttls(&self) -> crate::actors::cache::CacheTtls {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        crate::actors::cache::CacheTtls {
+            site: secs(self.cache_site_secs),
+            token: secs(self.cache_token_secs),
+            conversation: secs(self.cache_conversation_secs),
+            visitor: secs(self.cache_visitor_secs),
+            history: secs(self.cache_history_secs),
+            ..Default::default()
+        }
     }
 
     pub fn node_name(&self) -> String {

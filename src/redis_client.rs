@@ -61,9 +61,10 @@ impl Redis {
         if !self.state.down.swap(true, Ordering::AcqRel) {
             log::warn!("redis: {what} failed ({err}); using L1 and PostgreSQL until it returns");
         }
-        self.state
-            .retry_at_ms
-            .store(self.now_ms() + RETRY_AFTER.as_millis() as u64, Ordering::Release);
+        self.state.retry_at_ms.store(
+            self.now_ms() + RETRY_AFTER.as_millis() as u64,
+            Ordering::Release,
+        );
     }
 
     fn succeeded(&self) {
@@ -73,20 +74,29 @@ impl Redis {
     }
 
     /// Runs one command; `None` when Redis is down or the command fails.
-    pub async fn query<T: redis::FromRedisValue>(&self, name: &'static str, cmd: &redis::Cmd) -> Option<T> {
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Option<T> {
         if !self.usable() {
             return None;
         }
         let started = Instant::now();
         let res: Result<T, String> = async {
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            cmd.query_async::<T>(&mut conn).await.map_err(|e| e.to_string())
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
         }
         .await;
         let took = started.elapsed();
         if took >= self.slow {
             log::warn!("slow redis call {name}: {} ms", took.as_millis());
-            self.metrics.db_slow_calls.with_label_values(&["redis"]).inc();
+            self.metrics
+                .db_slow_calls
+                .with_label_values(&["redis"])
+                .inc();
         }
         match res {
             Ok(v) => {

@@ -12,7 +12,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use actix_web_actors::ws::CloseCode;
 use tokio::sync::Notify;
 
-use crate::actors::cache::{Cache, CacheActor, CacheTtls};
+use crate::actors::cache::{Cache, CacheActor};
 use crate::actors::dispatcher::Dispatcher;
 use crate::actors::metrics::MetricsActor;
 use crate::bus::Bus;
@@ -118,7 +118,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
             None
         }
     };
-    let mut bus = Bus::new(&node_id, metrics.clone());
+    let cache = Cache::new(
+        db.clone(),
+        redis.clone(),
+        &settings.redis_prefix,
+        settings.cache_ttls(),
+        metrics.clone(),
+    );
+    let mut bus = Bus::new(&node_id, metrics.clone()).with_cache(cache.clone());
     if let (Some(pool), Some(url)) = (&redis, &settings.redis_url) {
         bus = bus.with_redis(pool.clone(), url, &settings.redis_prefix);
     }
@@ -140,13 +147,6 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
         metrics.clone(),
     )
     .start();
-    let cache = Cache::new(
-        db.clone(),
-        redis.clone(),
-        &settings.redis_prefix,
-        CacheTtls::default(),
-        metrics.clone(),
-    );
     CacheActor::new(cache.clone(), settings.redis_url.clone()).start();
     let metrics_actor = MetricsActor::new(metrics.clone(), db.clone(), redis.clone()).start();
     let state = AppState::new(

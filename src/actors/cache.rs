@@ -19,7 +19,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
-use crate::protocol::{Agent, Site};
+use crate::protocol::{Agent, Message, Site, Visitor};
 use crate::redis_client::Redis;
 
 /// How long entries live, per kind.
@@ -28,6 +28,9 @@ pub struct CacheTtls {
     pub site: Duration,
     pub token: Duration,
     pub agents_online: Duration,
+    pub conversation: Duration,
+    pub visitor: Duration,
+    pub history: Duration,
 }
 
 impl Default for CacheTtls {
@@ -36,8 +39,31 @@ impl Default for CacheTtls {
             site: Duration::from_secs(300),
             token: Duration::from_secs(30),
             agents_online: Duration::from_secs(2),
+            conversation: Duration::from_secs(600),
+            visitor: Duration::from_secs(300),
+            history: Duration::from_secs(60),
         }
     }
+}
+
+/// Messages kept per conversation in the history cache (the newest page).
+pub const HISTORY_PAGE: i64 = 50;
+
+/// What never changes about a conversation: enough to check it exists and whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConversationMeta {
+    pub id: uuid::Uuid,
+    pub site_id: uuid::Uuid,
+    pub visitor_id: uuid::Uuid,
+}
+
+/// The newest messages of a conversation (all of them, notes included) as of `last_seq`.
+#[derive(Debug, Clone)]
+struct HistoryPage {
+    last_seq: i64,
+    /// True when the page starts at the conversation's first message.
+    complete: bool,
+    messages: Arc<Vec<Message>>,
 }
 
 /// What an invalidation names.
@@ -47,6 +73,7 @@ pub enum CacheKey {
     Site(String),
     Token(String),
     AllTokens,
+    Visitor(uuid::Uuid),
 }
 
 #[derive(Clone)]
@@ -54,6 +81,9 @@ pub struct Cache {
     sites: moka::future::Cache<String, Option<Arc<Site>>>,
     tokens: moka::future::Cache<String, Option<Arc<Agent>>>,
     agents_online: moka::future::Cache<(), i64>,
+    conversations: moka::future::Cache<uuid::Uuid, Option<ConversationMeta>>,
+    visitors: moka::future::Cache<uuid::Uuid, Option<Arc<Visitor>>>,
+    history: moka::sync::Cache<uuid::Uuid, HistoryPage>,
     redis: Option<Redis>,
     prefix: Arc<str>,
     ttls: CacheTtls,
@@ -81,6 +111,18 @@ impl Cache {
             agents_online: moka::future::Cache::builder()
                 .max_capacity(1)
                 .time_to_live(ttls.agents_online)
+                .build(),
+            conversations: moka::future::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(ttls.conversation)
+                .build(),
+            visitors: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttls.visitor)
+                .build(),
+            history: moka::sync::Cache::builder()
+                .max_capacity(20_000)
+                .time_to_live(ttls.history)
                 .build(),
             redis,
             prefix: prefix.into(),
@@ -210,12 +252,157 @@ impl Cache {
             .map_err(|e: Arc<AppError>| (*e).clone())
     }
 
+    /// A conversation's fixed facts (L1, then L2, then PostgreSQL); `None` if it does not
+    /// exist. Used to check ids on the hot paths without touching PostgreSQL.
+    pub async fn conversation_meta(&self, id: uuid::Uuid) -> AppResult<Option<ConversationMeta>> {
+        if let Some(v) = self.conversations.get(&id).await {
+            self.hit("l1");
+            return Ok(v);
+        }
+        self.miss("l1");
+        let this = self.clone();
+        self.conversations
+            .try_get_with(id, async move {
+                let l2 = this.l2_key("conversation", &id.to_string());
+                if let Some(meta) = this.l2_get::<ConversationMeta>(&l2).await {
+                    return Ok(Some(meta));
+                }
+                let conv = this
+                    .db
+                    .run(async |conn| crate::db::conversations::get(conn, id).await)
+                    .await?;
+                let meta = conv.map(|c| ConversationMeta {
+                    id: c.id,
+                    site_id: c.site_id,
+                    visitor_id: c.visitor_id,
+                });
+                if let Some(m) = &meta {
+                    this.l2_set(&l2, m, this.ttls.conversation).await;
+                }
+                Ok::<_, AppError>(meta)
+            })
+            .await
+            .map_err(|e: Arc<AppError>| (*e).clone())
+    }
+
+    /// A visitor's profile (L1, then L2, then PostgreSQL).
+    pub async fn visitor(&self, id: uuid::Uuid) -> AppResult<Option<Arc<Visitor>>> {
+        if let Some(v) = self.visitors.get(&id).await {
+            self.hit("l1");
+            return Ok(v);
+        }
+        self.miss("l1");
+        let this = self.clone();
+        self.visitors
+            .try_get_with(id, async move {
+                let l2 = this.l2_key("visitor", &id.to_string());
+                if let Some(v) = this.l2_get::<Visitor>(&l2).await {
+                    return Ok(Some(Arc::new(v)));
+                }
+                let v = this
+                    .db
+                    .run(async |conn| crate::db::visitors::get(conn, id).await)
+                    .await?;
+                if let Some(v) = &v {
+                    this.l2_set(&l2, v, this.ttls.visitor).await;
+                }
+                Ok::<_, AppError>(v.map(Arc::new))
+            })
+            .await
+            .map_err(|e: Arc<AppError>| (*e).clone())
+    }
+
+    /// Messages after `after_seq` (at most 200, oldest first, and whether more exist),
+    /// answered from the cached newest page when it covers them.
+    ///
+    /// The page is checked against the conversation's `last_seq` (a primary-key read)
+    /// before use, so a lost invalidation can never hide a committed message from `resume`.
+    pub async fn history_after(
+        &self,
+        conversation: uuid::Uuid,
+        after_seq: i64,
+        include_private: bool,
+    ) -> AppResult<(Vec<Message>, bool)> {
+        let (last_seq, page) = self
+            .db
+            .run(async |conn| {
+                let last = crate::db::conversations::last_seq(conn, conversation).await?;
+                let Some(last) = last else {
+                    return Err(AppError::not_found("conversation"));
+                };
+                if let Some(p) = self.history.get(&conversation) {
+                    if p.last_seq == last {
+                        return Ok((last, Some(p)));
+                    }
+                }
+                Ok((last, None))
+            })
+            .await?;
+        let page = match page {
+            Some(p) => {
+                self.hit("l1");
+                p
+            }
+            None => {
+                self.miss("l1");
+                let (mut newest, more_before) = self
+                    .db
+                    .run(async |conn| {
+                        crate::db::messages::before(conn, conversation, last_seq + 1, HISTORY_PAGE)
+                            .await
+                    })
+                    .await?;
+                newest.retain(|m| m.seq <= last_seq);
+                let p = HistoryPage {
+                    last_seq,
+                    complete: !more_before,
+                    messages: Arc::new(newest),
+                };
+                self.history.insert(conversation, p.clone());
+                p
+            }
+        };
+        let covers = page.complete
+            || page
+                .messages
+                .first()
+                .is_some_and(|m| m.seq <= after_seq + 1);
+        if !covers {
+            return self
+                .db
+                .run(async |conn| {
+                    crate::db::messages::after(
+                        conn,
+                        conversation,
+                        after_seq,
+                        crate::db::messages::MAX_PAGE,
+                        include_private,
+                    )
+                    .await
+                })
+                .await;
+        }
+        let out: Vec<Message> = page
+            .messages
+            .iter()
+            .filter(|m| m.seq > after_seq && (include_private || !m.private))
+            .cloned()
+            .collect();
+        Ok((out, false))
+    }
+
+    /// A message was committed in `conversation`: its cached page is stale.
+    pub fn forget_history(&self, conversation: uuid::Uuid) {
+        self.history.invalidate(&conversation);
+    }
+
     /// Drops a key from this node's L1.
     pub async fn invalidate_local(&self, key: &CacheKey) {
         match key {
             CacheKey::Site(k) => self.sites.invalidate(k).await,
             CacheKey::Token(k) => self.tokens.invalidate(k).await,
             CacheKey::AllTokens => self.tokens.invalidate_all(),
+            CacheKey::Visitor(id) => self.visitors.invalidate(id).await,
         }
         self.agents_online.invalidate_all();
     }
@@ -226,9 +413,14 @@ impl Cache {
         let Some(redis) = self.redis.as_ref() else {
             return;
         };
-        if let CacheKey::Site(k) = &key {
+        let l2 = match &key {
+            CacheKey::Site(k) => Some(self.l2_key("site", k)),
+            CacheKey::Visitor(id) => Some(self.l2_key("visitor", &id.to_string())),
+            CacheKey::Token(_) | CacheKey::AllTokens => None,
+        };
+        if let Some(l2) = l2 {
             if redis
-                .query::<i64>("cache_del", redis::cmd("DEL").arg(self.l2_key("site", k)))
+                .query::<i64>("cache_del", redis::cmd("DEL").arg(l2))
                 .await
                 .is_none()
             {

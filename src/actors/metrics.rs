@@ -17,7 +17,11 @@ pub struct MetricsActor {
 }
 
 impl MetricsActor {
-    pub fn new(metrics: Metrics, db: Db, redis: Option<crate::redis_client::Redis>) -> MetricsActor {
+    pub fn new(
+        metrics: Metrics,
+        db: Db,
+        redis: Option<crate::redis_client::Redis>,
+    ) -> MetricsActor {
         MetricsActor { metrics, db, redis }
     }
 

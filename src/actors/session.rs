@@ -54,6 +54,25 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// A handle for a room member that is not a WebSocket session (a visitor's HTTP
+    /// long-poll). Its receiver calls [`SessionHandle::taken`] for every frame it handles.
+    pub fn new(id: u64, recipient: Recipient<Outbound>, limit: usize) -> SessionHandle {
+        SessionHandle {
+            id,
+            recipient,
+            shared: Arc::new(Shared {
+                queued: AtomicUsize::new(0),
+                overflowed: AtomicBool::new(false),
+            }),
+            limit,
+        }
+    }
+
+    /// One queued frame was handled by the receiver.
+    pub fn taken(&self) {
+        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Queues a frame. Past the limit the frame is dropped, the client is marked too slow
     /// and will be closed; returns false then.
     pub fn push(&self, text: ByteString) -> bool {
@@ -342,6 +361,7 @@ impl WsSession {
             _ => None,
         };
         let is_visitor = matches!(self.peer, Peer::Visitor { .. });
+        let opens_conversation = visitor_ctx.is_some();
         let fut = async move {
             let mut msg = msg;
             let mut created = None;
@@ -386,45 +406,50 @@ impl WsSession {
             };
             Ok::<_, AppError>((outcome, created, joined.then_some(room)))
         };
-        fut.into_actor(self)
-            .map(move |res, act, ctx| match res {
-                Ok((outcome, created, joined)) => {
-                    if let Some(conv) = created {
-                        let text = ServerFrame::ConversationUpdated {
-                            conversation_id: conv.id,
-                            conversation: &conv,
-                        }
-                        .encode();
-                        act.send_text(ctx, text);
-                        if let Peer::Visitor { conversation, .. } = &mut act.peer {
-                            *conversation = Some(Box::new(conv));
-                        }
-                    }
-                    if joined.is_some() {
-                        act.room = joined;
-                    }
-                    let message: &Message = outcome.message();
-                    let text = ServerFrame::MessageAck {
-                        client_msg_id: &client_msg_id,
-                        message,
+        let fut = fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((outcome, created, joined)) => {
+                if let Some(conv) = created {
+                    let text = ServerFrame::ConversationUpdated {
+                        conversation_id: conv.id,
+                        conversation: &conv,
                     }
                     .encode();
                     act.send_text(ctx, text);
-                    if let WriteOutcome::Created(_) = outcome {
-                        if let Peer::Visitor {
-                            conversation: Some(c),
-                            ..
-                        } = &mut act.peer
-                        {
-                            c.last_seq = c.last_seq.max(message.seq);
-                        }
+                    if let Peer::Visitor { conversation, .. } = &mut act.peer {
+                        *conversation = Some(Box::new(conv));
                     }
                 }
-                Err(e) => {
-                    act.send_error(ctx, &e, Some(&client_msg_id));
+                if joined.is_some() {
+                    act.room = joined;
                 }
-            })
-            .spawn(ctx);
+                let message: &Message = outcome.message();
+                let text = ServerFrame::MessageAck {
+                    client_msg_id: &client_msg_id,
+                    message,
+                }
+                .encode();
+                act.send_text(ctx, text);
+                if let WriteOutcome::Created(_) = outcome {
+                    if let Peer::Visitor {
+                        conversation: Some(c),
+                        ..
+                    } = &mut act.peer
+                    {
+                        c.last_seq = c.last_seq.max(message.seq);
+                    }
+                }
+            }
+            Err(e) => {
+                act.send_error(ctx, &e, Some(&client_msg_id));
+            }
+        });
+        if opens_conversation {
+            // Frames sent right behind the first message wait until its conversation and
+            // room are known: racing to open it, they would be stored out of order.
+            ctx.wait(fut);
+        } else {
+            ctx.spawn(fut);
+        }
         Ok(())
     }
 
@@ -449,21 +474,8 @@ impl WsSession {
         let state = self.state.clone();
         async move {
             state
-                .db
-                .run(async |conn| {
-                    if include_private && crate::db::conversations::get(conn, conv).await?.is_none()
-                    {
-                        return Err(AppError::not_found("conversation"));
-                    }
-                    crate::db::messages::after(
-                        conn,
-                        conv,
-                        after_seq.max(0),
-                        crate::db::messages::MAX_PAGE,
-                        include_private,
-                    )
-                    .await
-                })
+                .cache
+                .history_after(conv, after_seq.max(0), include_private)
                 .await
         }
         .into_actor(self)
@@ -563,12 +575,17 @@ impl WsSession {
         let id = visitor.id;
         let state = self.state.clone();
         async move {
-            state
+            let v = state
                 .db
                 .run(async |conn| {
                     crate::db::visitors::update_profile(conn, id, name, email, attributes).await
                 })
-                .await
+                .await?;
+            state
+                .cache
+                .invalidate(crate::actors::cache::CacheKey::Visitor(id))
+                .await;
+            Ok(v)
         }
         .into_actor(self)
         .map(|res: AppResult<Visitor>, act, ctx| match res {
@@ -836,6 +853,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         self.heartbeat = Instant::now();
         let msg = match msg {
             Ok(m) => m,
+            // A text frame that is not UTF-8 was read whole (actix reports it as an I/O
+            // error): answer it like any other invalid frame; the connection stays usable.
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+                return self.invalid(ctx, AppError::bad_request("frame is not valid UTF-8"), None);
+            }
             Err(e) => {
                 // The codec cannot resynchronise after a protocol error: say why, then close.
                 log::debug!("session {}: protocol error: {e}", self.id);

@@ -64,6 +64,16 @@ pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Con
     Ok(row.map(to_dto))
 }
 
+/// The conversation's `last_seq`, `None` when it does not exist.
+pub async fn last_seq(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<i64>> {
+    Ok(conversations::table
+        .find(id)
+        .select(conversations::last_seq)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
 pub async fn get_many(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> AppResult<Vec<Conversation>> {
     if ids.is_empty() {
         return Ok(Vec::new());

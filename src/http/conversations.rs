@@ -75,18 +75,14 @@ pub async fn get(
     path: web::Path<String>,
 ) -> AppResult<HttpResponse> {
     let id = parse_id(&path, "conversation")?;
-    let (conv, visitor) = state
+    let conv = state
         .db
-        .run(async |conn| {
-            let conv = crate::db::conversations::get(conn, id)
-                .await?
-                .ok_or_else(|| AppError::not_found("conversation"))?;
-            let visitor = crate::db::visitors::get(conn, conv.visitor_id).await?;
-            Ok((conv, visitor))
-        })
-        .await?;
+        .run(async |conn| crate::db::conversations::get(conn, id).await)
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    let visitor = state.cache.visitor(conv.visitor_id).await?;
     let mut value = serde_json::to_value(&conv).map_err(AppError::internal)?;
-    value["visitor"] = serde_json::to_value(&visitor).map_err(AppError::internal)?;
+    value["visitor"] = serde_json::to_value(visitor.as_deref()).map_err(AppError::internal)?;
     Ok(HttpResponse::Ok().json(value))
 }
 
@@ -112,20 +108,27 @@ pub async fn messages(
     if after.is_some_and(|a| a < 0) {
         return Err(AppError::bad_request("after_seq must be ≥ 0"));
     }
-    let (items, more) = state
-        .db
-        .run(async |conn| {
-            if crate::db::conversations::get(conn, id).await?.is_none() {
-                return Err(AppError::not_found("conversation"));
+    let (items, more) = match before {
+        Some(b) => {
+            ensure_exists(&state, id).await?;
+            state
+                .db
+                .run(async |conn| crate::db::messages::before(conn, id, b, limit).await)
+                .await?
+        }
+        None => {
+            // Usually answered from the cached newest page.
+            let (mut items, mut more) = state
+                .cache
+                .history_after(id, after.unwrap_or(0), true)
+                .await?;
+            if items.len() as i64 > limit {
+                items.truncate(limit as usize);
+                more = true;
             }
-            match (after, before) {
-                (_, Some(b)) => crate::db::messages::before(conn, id, b, limit).await,
-                (a, None) => {
-                    crate::db::messages::after(conn, id, a.unwrap_or(0), limit, true).await
-                }
-            }
-        })
-        .await?;
+            (items, more)
+        }
+    };
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "more": more })))
 }
 
@@ -153,14 +156,7 @@ pub async fn post_message(
         limits::validate_client_msg_id(c)?;
     }
     let body = limits::validate_body(&body)?;
-    let exists = state
-        .db
-        .run(async |conn| crate::db::conversations::get(conn, id).await)
-        .await?
-        .is_some();
-    if !exists {
-        return Err(AppError::not_found("conversation"));
-    }
+    ensure_exists(&state, id).await?;
     let room = room_for(&state, id, None).await?;
     let outcome = room
         .send(Post(NewMessage {
@@ -311,8 +307,8 @@ pub async fn read(
 
 async fn ensure_exists(state: &AppState, id: Uuid) -> AppResult<()> {
     state
-        .db
-        .run(async |conn| crate::db::conversations::get(conn, id).await)
+        .cache
+        .conversation_meta(id)
         .await?
         .map(|_| ())
         .ok_or_else(|| AppError::not_found("conversation"))
