@@ -2,7 +2,7 @@
 # Latency of kefu's hot read queries, as kefu issues them (prepared statements, the same
 # SQL shapes as src/db/messages.rs and src/db/conversations.rs), on the database at hand:
 #
-#   scripts/db-bench.sh [--samples N] [DATABASE_URL]
+#   scripts/db-bench.sh [--samples N] [--writes] [DATABASE_URL]
 #
 # Picks N random conversations / agents / cursors (fixed seed), runs every query once to
 # warm the caches, then again while psql times each statement; prints p50, p99, mean and
@@ -12,17 +12,23 @@
 #
 #   history_first   GET /api/conversations/{id}/messages (after_seq=0, limit 200)
 #   history_resume  visitor `resume` near the end (after_seq = last_seq - 3, no notes)
+#   resume_recent   the same on a conversation active in the last 7 days (the usual case)
 #   inbox_open      GET /api/conversations?status=open (first page of 50)
 #   inbox_mine      GET /api/conversations?assignee=me (an agent's inbox, any status)
 #   inbox_deep      GET /api/conversations?status=resolved&cursor=… (a page deep in history)
+#   insert_batch20  (with --writes) one INSERT of 20 messages into 20 conversations, as the
+#                   writer commits a batch; inside a transaction that is rolled back, so the
+#                   database is left as it was
 set -euo pipefail
 
 samples=1000
+writes=0
 url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/kefu}"
 while (($#)); do
     case "$1" in
     --samples) samples="$2"; shift 2 ;;
-    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --writes) writes=1; shift ;;
+    -h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) url="$1"; shift ;;
     esac
 done
@@ -49,6 +55,9 @@ PREPARE history_first(uuid, bigint, bigint) AS
   SELECT $msg_cols FROM messages
   WHERE conversation_id = \$1 $floor AND seq > \$2 ORDER BY seq LIMIT \$3;
 PREPARE history_resume(uuid, bigint, bigint) AS
+  SELECT $msg_cols FROM messages
+  WHERE conversation_id = \$1 $floor AND seq > \$2 AND private = false ORDER BY seq LIMIT \$3;
+PREPARE resume_recent(uuid, bigint, bigint) AS
   SELECT $msg_cols FROM messages
   WHERE conversation_id = \$1 $floor AND seq > \$2 AND private = false ORDER BY seq LIMIT \$3;
 PREPARE inbox_open(text, bigint) AS
@@ -78,6 +87,9 @@ WITH conv AS (
 ), agent_list AS (
     SELECT assignee_id AS id, row_number() OVER (ORDER BY assignee_id) AS n
     FROM conversations WHERE assignee_id IS NOT NULL GROUP BY assignee_id
+), recent AS (
+    SELECT id, last_seq, row_number() OVER (ORDER BY id) AS n
+    FROM conversations WHERE updated_at > now() - interval '7 days'
 ), resolved AS (
     SELECT updated_at, id, row_number() OVER (ORDER BY id) AS n
     FROM conversations WHERE status = 'resolved'
@@ -88,6 +100,9 @@ SELECT line FROM (
     UNION ALL
     SELECT p.k, 2, format('EXECUTE history_resume(%L, %s, 201);', c.id, greatest(c.last_seq - 3, 0))
     FROM picks p JOIN conv c ON c.n = p.n2
+    UNION ALL
+    SELECT p.k, 3, format('EXECUTE resume_recent(%L, %s, 201);', c.id, greatest(c.last_seq - 3, 0))
+    FROM picks p JOIN recent c ON c.n = 1 + (p.n1 % (SELECT count(*) FROM recent))
     UNION ALL
     SELECT p.k, 3, 'EXECUTE inbox_open(''open'', 51);' FROM picks p
     UNION ALL
@@ -113,12 +128,34 @@ q -f "$work/bench.sql" | grep '^Time:' | awk '{print $2}' >"$work/times"
 # Pair each time with its query name (the timed pass is run.sql once more, in order).
 sed -E 's/^EXECUTE ([a-z_]+)\(.*/\1/' "$work/run.sql" | paste - "$work/times" >"$work/named"
 
+if ((writes)); then
+    # Batches of 20 new messages for 20 conversations each (seq far above any existing),
+    # timed inside one transaction that is rolled back.
+    q -c "SELECT format('INSERT INTO messages (id, conversation_id, seq, sender_type, sender_id,
+            private, body, client_msg_id, created_at)
+        SELECT gen_random_uuid(), c.id, 10000000 + %s, ''agent'', NULL, false, ''a bench reply'',
+            ''bench-%s-'' || c.id, now()
+        FROM unnest(%L::uuid[]) c(id);', b, b, array_agg(id))
+        FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 20 AS b
+              FROM (SELECT id FROM conversations ORDER BY md5(id::text) LIMIT 20 * $samples) s) t
+        GROUP BY b ORDER BY b" >"$work/writes.sql"
+    {
+        echo '\o /dev/null'
+        echo 'BEGIN;'
+        echo '\timing on'
+        cat "$work/writes.sql"
+        echo '\timing off'
+        echo 'ROLLBACK;'
+    } >"$work/wbench.sql"
+    q -f "$work/wbench.sql" | grep '^Time:' | awk '{print "insert_batch20\t" $2}' >>"$work/named"
+fi
+
 printf '%-16s %8s %8s %8s %8s %8s\n' query n p50_ms p99_ms mean_ms max_ms
-for name in history_first history_resume inbox_open inbox_mine inbox_deep; do
+for name in history_first history_resume resume_recent inbox_open inbox_mine inbox_deep insert_batch20; do
     awk -v n="$name" '$1 == n {print $2}' "$work/named" | sort -g >"$work/$name"
     awk -v name="$name" '{v[NR] = $1; s += $1}
         END {
-            if (NR == 0) { printf "%-16s %8d\n", name, 0; exit }
+            if (NR == 0) exit
             p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
             printf "%-16s %8d %8.3f %8.3f %8.3f %8.3f\n", name, NR, p50, p99, s / NR, v[NR]
         }' "$work/$name"
