@@ -12,6 +12,7 @@
 //! `redis://127.0.0.1:6379`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod private_pg;
 pub mod private_redis;
 
 use std::future::Future;
