@@ -115,6 +115,10 @@ pub struct Settings {
     #[arg(long, env = "KEFU_SLOW_MS", default_value_t = 250)]
     pub slow_ms: u64,
 
+    /// Per-request metrics and request ids (on by default; off only to measure their cost).
+    #[arg(long, env = "KEFU_HTTP_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub http_metrics: bool,
+
     /// Cache TTL of site configurations, in seconds.
     #[arg(long, env = "KEFU_CACHE_SITE_SECS", default_value_t = 300)]
     pub cache_site_secs: u64,

@@ -172,10 +172,14 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let track_requests = settings.http_metrics;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(app_state.clone()))
-            .wrap(middleware::from_fn(crate::http::track))
+            .wrap(middleware::Condition::new(
+                track_requests,
+                middleware::from_fn(crate::http::track),
+            ))
             .configure(crate::http::configure)
     })
     .workers(workers.max(1))
