@@ -6,7 +6,9 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kefu::protocol::{ClientFrame, Conversation, ConversationStatus, Message, SenderType, ServerFrame, Visitor};
+use kefu::protocol::{
+    ClientFrame, Conversation, ConversationStatus, Message, SenderType, ServerFrame, Visitor,
+};
 use uuid::Uuid;
 
 fn message() -> Message {
@@ -35,16 +37,24 @@ fn decode(c: &mut Criterion) {
         r#"{{"type":"message.send","client_msg_id":"long-1","body":"{}"}}"#,
         "x".repeat(4000)
     );
-    g.bench_function("message.send", |b| b.iter(|| ClientFrame::decode(black_box(send))));
+    g.bench_function("message.send", |b| {
+        b.iter(|| ClientFrame::decode(black_box(send)))
+    });
     g.bench_function("message.send (agent)", |b| {
         b.iter(|| ClientFrame::decode(black_box(&agent_send)))
     });
     g.bench_function("message.send (4000-char body)", |b| {
         b.iter(|| ClientFrame::decode(black_box(&long)))
     });
-    g.bench_function("ping", |b| b.iter(|| ClientFrame::decode(black_box(r#"{"type":"ping"}"#))));
+    g.bench_function("ping", |b| {
+        b.iter(|| ClientFrame::decode(black_box(r#"{"type":"ping"}"#)))
+    });
     g.bench_function("invalid (wrong field type)", |b| {
-        b.iter(|| ClientFrame::decode(black_box(r#"{"type":"message.send","client_msg_id":"x9","body":5}"#)))
+        b.iter(|| {
+            ClientFrame::decode(black_box(
+                r#"{"type":"message.send","client_msg_id":"x9","body":5}"#,
+            ))
+        })
     });
     g.finish();
 }

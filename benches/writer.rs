@@ -33,8 +33,14 @@ fn batches(c: &mut Criterion) {
         let db = Db::new(&scratch.url, 4, Duration::from_secs(10)).expect("pool");
         let site = db
             .run(async |conn| {
-                kefu::db::sites::create(conn, "bench".into(), Vec::new(), "Hi".into(), "Away".into())
-                    .await
+                kefu::db::sites::create(
+                    conn,
+                    "bench".into(),
+                    Vec::new(),
+                    "Hi".into(),
+                    "Away".into(),
+                )
+                .await
             })
             .await
             .expect("site");

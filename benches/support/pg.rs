@@ -55,7 +55,11 @@ impl ScratchDb {
     /// None (with a note on stderr) when PostgreSQL is not reachable.
     pub fn create() -> Option<ScratchDb> {
         let base = base_url();
-        let name = format!("kefu_bench_{}_{:08x}", std::process::id(), rand::random::<u32>());
+        let name = format!(
+            "kefu_bench_{}_{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
         let admin_url = with_database(&base, "postgres");
         if let Err(e) = admin(format!("CREATE DATABASE {name}"), &admin_url) {
             eprintln!("bench: no scratch database ({e}); skipping");

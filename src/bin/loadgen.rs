@@ -1168,7 +1168,11 @@ async fn run_worker(
             .lock()
             .map(|s| {
                 let p = &s.phases[idx];
-                let p99 = if p.agent.is_empty() { 0.0 } else { p.agent.value_at_quantile(0.99) as f64 / 1000.0 };
+                let p99 = if p.agent.is_empty() {
+                    0.0
+                } else {
+                    p.agent.value_at_quantile(0.99) as f64 / 1000.0
+                };
                 (p99, p.sent, p.delivered)
             })
             .unwrap_or((0.0, 0, 0));
