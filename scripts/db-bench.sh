@@ -7,7 +7,7 @@
 # Picks N random conversations / agents / cursors (fixed seed), runs every query once to
 # warm the caches, then again while psql times each statement; prints p50, p99, mean and
 # max in milliseconds per query. Before schema 2 (no message_keys table) the history
-# queries are the old ones, without the kefu_message_floor bound, and the inbox keyset has
+# queries are the old ones, without the created_at bounds, and the inbox keyset has
 # no plain updated_at bound: each database is measured with the queries its kefu sends.
 #
 #   history_first   GET /api/conversations/{id}/messages (after_seq=0, limit 200)
@@ -40,10 +40,12 @@ q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$url" "$@"; }
 
 schema2="$(q -c "SELECT to_regclass('message_keys') IS NOT NULL")"
 if [[ "$schema2" == t ]]; then
-    floor="AND created_at >= kefu_message_floor(\$1)"
+    # As src/db/messages.rs sends them (the bound's seq range is the query's).
+    after_bounds="AND created_at BETWEEN kefu_messages_first_at(\$1, \$2, 9223372036854775807)
+        AND kefu_messages_last_at(\$1, \$2, 9223372036854775807)"
     keyset_bound="AND c.updated_at <= \$2"
 else
-    floor=""
+    after_bounds=""
     keyset_bound=""
 fi
 conv_cols="c.id, c.site_id, c.visitor_id, c.status, c.last_seq, c.created_at, c.updated_at,
@@ -53,13 +55,13 @@ msg_cols="id, conversation_id, seq, sender_type, sender_id, private, body, clien
 cat >"$work/prepare.sql" <<EOF
 PREPARE history_first(uuid, bigint, bigint) AS
   SELECT $msg_cols FROM messages
-  WHERE conversation_id = \$1 $floor AND seq > \$2 ORDER BY seq LIMIT \$3;
+  WHERE conversation_id = \$1 $after_bounds AND seq > \$2 ORDER BY seq LIMIT \$3;
 PREPARE history_resume(uuid, bigint, bigint) AS
   SELECT $msg_cols FROM messages
-  WHERE conversation_id = \$1 $floor AND seq > \$2 AND private = false ORDER BY seq LIMIT \$3;
+  WHERE conversation_id = \$1 $after_bounds AND seq > \$2 AND private = false ORDER BY seq LIMIT \$3;
 PREPARE resume_recent(uuid, bigint, bigint) AS
   SELECT $msg_cols FROM messages
-  WHERE conversation_id = \$1 $floor AND seq > \$2 AND private = false ORDER BY seq LIMIT \$3;
+  WHERE conversation_id = \$1 $after_bounds AND seq > \$2 AND private = false ORDER BY seq LIMIT \$3;
 PREPARE inbox_open(text, bigint) AS
   SELECT $conv_cols FROM conversations c LEFT JOIN agents a ON c.assignee_id = a.id
   WHERE c.status = \$1 ORDER BY c.updated_at DESC, c.id DESC LIMIT \$2;

@@ -81,6 +81,7 @@ done
 # 1. An old deployment: schema of the first migration, recorded as diesel records it.
 core_version="20261129000001"
 schema2_version="20261130000001"
+schema3_version="20261130000002"
 psql -X -q -v ON_ERROR_STOP=1 -d "$old_url" -1 -f migrations/2026-11-29-000001_core/up.sql
 psql_at "$old_url" -c "CREATE TABLE __diesel_schema_migrations (
         version VARCHAR(50) PRIMARY KEY NOT NULL,
@@ -137,15 +138,20 @@ after2="$(fingerprint "$old_url")"
 schema_dump "$old_url" >"$work/after2.sql"
 diff -u "$work/after1.sql" "$work/after2.sql" >"$artifacts/second-run.diff" ||
     fail "the second run changed the schema (see $artifacts/second-run.diff)"
-[[ "$(psql_at "$old_url" -c "SELECT count(*) FROM __diesel_schema_migrations WHERE version = '$schema2_version'")" == 1 ]] ||
-    fail "the script did not record migration $schema2_version"
+[[ "$(psql_at "$old_url" -c "SELECT count(*) FROM __diesel_schema_migrations
+        WHERE version IN ('$schema2_version', '$schema3_version')")" == 2 ]] ||
+    fail "the script did not record migrations $schema2_version and $schema3_version"
 say "script: rows and checksum unchanged, second run changed nothing"
 
-# The script's body is the migration's, to the byte.
-body() { sed -n '/^-- kefu-schema-2 BEGIN/,/^-- kefu-schema-2 END/p' "$1"; }
-diff -u <(body migrations/2026-11-30-000001_partition_messages/up.sql) \
-    <(body scripts/optimize_database.sql) >"$artifacts/body.diff" ||
-    fail "scripts/optimize_database.sql and the schema-2 migration differ (see $artifacts/body.diff)"
+# The script's bodies are the migrations', to the byte.
+body() { sed -n "/^-- kefu-schema-$1 BEGIN/,/^-- kefu-schema-$1 END/p" "$2"; }
+for pair in 2:migrations/2026-11-30-000001_partition_messages 3:migrations/2026-11-30-000002_message_time_bounds; do
+    n="${pair%%:*}"
+    dir="${pair#*:}"
+    [[ -n "$(body "$n" "$dir/up.sql")" ]] || fail "no schema-$n block in $dir/up.sql"
+    diff -u <(body "$n" "$dir/up.sql") <(body "$n" scripts/optimize_database.sql) >"$artifacts/body.diff" ||
+        fail "scripts/optimize_database.sql and $dir differ (see $artifacts/body.diff)"
+done
 
 # 3. Fresh install: same schema. Month partitions differ by when each was made: compare
 # everything else, plus the partitions both have.
@@ -182,6 +188,7 @@ IFS='|' read -r site visitor < <(sample "SELECT site_id, id FROM visitors ORDER 
 IFS='|' read -r session_hash < <(sample "SELECT encode(token_hash, 'hex') FROM agent_sessions LIMIT 1")
 IFS='|' read -r dup_conv dup_cid < <(sample "SELECT conversation_id, client_msg_id FROM message_keys
     WHERE client_msg_id IS NOT NULL ORDER BY conversation_id LIMIT 1 OFFSET 100")
+maxseq=9223372036854775807
 msg_cols="id, conversation_id, seq, sender_type, sender_id, private, body, client_msg_id, created_at"
 conv_cols="c.id, c.status, c.updated_at, a.id, a.name"
 plans="$artifacts/plans.txt"
@@ -217,16 +224,21 @@ check_plan() {
 for mode in force_generic_plan force_custom_plan; do
     check_plan history_after "$mode" \
         "(uuid, bigint, bigint) AS SELECT $msg_cols FROM messages WHERE conversation_id = \$1
-         AND created_at >= kefu_message_floor(\$1) AND seq > \$2 ORDER BY seq LIMIT \$3" \
+         AND created_at BETWEEN kefu_messages_first_at(\$1, \$2, $maxseq)
+                            AND kefu_messages_last_at(\$1, \$2, $maxseq)
+         AND seq > \$2 ORDER BY seq LIMIT \$3" \
         "('$conv', 0, 201)" 'Index Scan using messages_p[0-9_]+_pkey' 'Subplans Removed: [1-9]'
     check_plan history_resume "$mode" \
         "(uuid, bigint, bigint) AS SELECT $msg_cols FROM messages WHERE conversation_id = \$1
-         AND created_at >= kefu_message_floor(\$1) AND seq > \$2 AND private = false
-         ORDER BY seq LIMIT \$3" \
+         AND created_at BETWEEN kefu_messages_first_at(\$1, \$2, $maxseq)
+                            AND kefu_messages_last_at(\$1, \$2, $maxseq)
+         AND seq > \$2 AND private = false ORDER BY seq LIMIT \$3" \
         "('$conv', $((conv_last - 3)), 201)" 'Index Scan using messages_p[0-9_]+_pkey' 'Subplans Removed: [1-9]'
     check_plan history_before "$mode" \
         "(uuid, bigint, bigint) AS SELECT $msg_cols FROM messages WHERE conversation_id = \$1
-         AND created_at >= kefu_message_floor(\$1) AND seq < \$2 ORDER BY seq DESC LIMIT \$3" \
+         AND created_at BETWEEN kefu_messages_first_at(\$1, 0, \$2)
+                            AND kefu_messages_last_at(\$1, 0, \$2)
+         AND seq < \$2 ORDER BY seq DESC LIMIT \$3" \
         "('$conv', $conv_last, 51)" 'Index Scan Backward using messages_p[0-9_]+_pkey' 'Subplans Removed: [1-9]'
     check_plan resend_lookup "$mode" \
         "(uuid[], text[]) AS SELECT m.$(sed 's/, /, m./g' <<<"$msg_cols") FROM message_keys k
@@ -312,9 +324,6 @@ refused "a duplicate idempotency key in another month" message_keys_idempotency 
 refused "a duplicate id in another month" message_keys_id_key \
     "INSERT INTO messages (id, conversation_id, seq, sender_type, body, created_at)
      VALUES ('$k_id', '$k_conv', 1000002, 'system', 'dup id', now())"
-refused "a message dated before its conversation" kefu_message_floor \
-    "INSERT INTO messages (id, conversation_id, seq, sender_type, body, created_at)
-     VALUES (gen_random_uuid(), '$k_conv', 1000003, 'system', 'too old', '2000-01-01')"
 # Racing: A inserts seq 2000000 and holds its transaction; B inserts the same seq in
 # another month, must wait for A and then be refused.
 psql -X -q -v ON_ERROR_STOP=1 -d "$old_url" -c "BEGIN" -c "INSERT INTO messages

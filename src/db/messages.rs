@@ -11,11 +11,19 @@ use crate::protocol::{Message, SenderType};
 
 #[declare_sql_function]
 extern "SQL" {
-    /// The earliest `created_at` a message of the conversation can have (schema 2 enforces
-    /// it on insert). Filtering on it lets PostgreSQL skip, when the query starts, the month
-    /// partitions from before the conversation began.
-    fn kefu_message_floor(
+    /// The earliest `created_at` among the conversation's messages with
+    /// `after_seq < seq < before_seq`, from `message_keys` (schema 3).
+    fn kefu_messages_first_at(
         conversation: diesel::sql_types::Uuid,
+        after_seq: diesel::sql_types::Int8,
+        before_seq: diesel::sql_types::Int8,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>;
+
+    /// The latest `created_at` among the same messages.
+    fn kefu_messages_last_at(
+        conversation: diesel::sql_types::Uuid,
+        after_seq: diesel::sql_types::Int8,
+        before_seq: diesel::sql_types::Int8,
     ) -> diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>;
 }
 
@@ -80,11 +88,12 @@ pub async fn after(
     let limit = limit.clamp(1, MAX_PAGE);
     let mut q = messages::table
         .filter(messages::conversation_id.eq(conversation_id))
-        .filter(
-            messages::created_at
-                .nullable()
-                .ge(kefu_message_floor(conversation_id)),
-        )
+        // `messages` is partitioned by month on created_at: with the exact time span of the
+        // wanted messages, PostgreSQL reads only the months that hold them.
+        .filter(messages::created_at.nullable().between(
+            kefu_messages_first_at(conversation_id, after_seq, i64::MAX),
+            kefu_messages_last_at(conversation_id, after_seq, i64::MAX),
+        ))
         .filter(messages::seq.gt(after_seq))
         .select(MessageRow::as_select())
         .order(messages::seq.asc())
@@ -110,11 +119,10 @@ pub async fn before(
     let limit = limit.clamp(1, MAX_PAGE);
     let mut rows: Vec<MessageRow> = messages::table
         .filter(messages::conversation_id.eq(conversation_id))
-        .filter(
-            messages::created_at
-                .nullable()
-                .ge(kefu_message_floor(conversation_id)),
-        )
+        .filter(messages::created_at.nullable().between(
+            kefu_messages_first_at(conversation_id, 0, before_seq),
+            kefu_messages_last_at(conversation_id, 0, before_seq),
+        ))
         .filter(messages::seq.lt(before_seq))
         .select(MessageRow::as_select())
         .order(messages::seq.desc())
