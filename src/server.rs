@@ -30,10 +30,6 @@ pub struct RunningServer {
     server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Kernel gives up on a peer that acknowledges nothing (or keeps a zero window) this long:
-/// the backstop for a client that stops reading while its socket buffers are full.
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, String> {
     let cfg = deadpool_redis::Config::from_url(url);
     let timeouts = deadpool_redis::Timeouts {
@@ -173,6 +169,10 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
             .unwrap_or(2)
     });
     let track_requests = settings.http_metrics;
+    // The kernel gives up on a peer that acknowledges nothing (or keeps a zero window) for
+    // the client timeout: the backstop for a client that stops reading while its socket
+    // buffers are full (its session actor is not polled then, so it cannot close itself).
+    let tcp_user_timeout = settings.client_timeout();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(app_state.clone()))
@@ -187,11 +187,11 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
     .max_connections(settings.max_connections.max(1024))
     .disable_signals()
     .shutdown_timeout(settings.shutdown_secs)
-    .on_connect(|conn, _ext| {
+    .on_connect(move |conn, _ext| {
         if let Some(sock) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             // Small frames must not wait for Nagle (ARCHITECTURE.md: ~27 ms → ~3 ms p99).
             let _ = sock.set_nodelay(true);
-            let _ = socket2::SockRef::from(sock).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+            let _ = socket2::SockRef::from(sock).set_tcp_user_timeout(Some(tcp_user_timeout));
         }
     })
     .bind(settings.bind)
