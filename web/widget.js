@@ -519,6 +519,8 @@ textarea:focus-visible { outline: none; }
   function setConversation(c) {
     if (!c) return;
     const prev = state.conversation;
+    // Answers of different requests can cross: never go back to an older state.
+    if (prev && prev.id === c.id && prev.updated_at && Date.parse(c.updated_at) < Date.parse(prev.updated_at)) return;
     if (prev && prev.id && prev.id !== c.id) resetMessages();
     state.conversation = c;
     renderHeader();
@@ -779,54 +781,76 @@ textarea:focus-visible { outline: none; }
     };
   }
 
-  /** Long-polling: POST /api/visitor/send for frames, GET /api/visitor/poll for events. */
+  /**
+   * Long-polling, for networks that block WebSocket: POST /api/visitor/session for the
+   * welcome, GET /api/visitor/poll?after_seq= for what happened (it waits up to ~25 s),
+   * POST /api/visitor/send for each client frame. Requests are CORS-simple (token in the
+   * query, body as text/plain): no preflight from the host page's origin.
+   */
   function pollTransport(hooks) {
     let running = false;
-    let cursor = 0; // the server's event cursor for this visitor
     let ctrl = null;
+    let polledConversation = null;
+    function url(path, extra) {
+      const u = new URL(path, BASE);
+      u.searchParams.set('site', SITE);
+      if (state.token) u.searchParams.set('token', state.token);
+      for (const [k, v] of Object.entries(extra || {})) u.searchParams.set(k, String(v));
+      return u.href;
+    }
     async function loop() {
       let opened = false;
       try {
-        // The handshake: same welcome frame as the WebSocket's.
-        const u = new URL('/api/visitor/session', BASE);
-        u.searchParams.set('site', SITE);
-        const res = await fetch(u, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: state.token || null }) });
+        const res = await fetch(url('/api/visitor/session'), { method: 'POST', credentials: 'omit' });
         if (!res.ok) throw new Error('session ' + res.status);
         const welcome = await res.json();
-        cursor = welcome.cursor || 0;
         opened = true;
-        onFrame(welcome.frame);
+        onFrame(welcome);
         while (running) {
-          const p = new URL('/api/visitor/poll', BASE);
-          p.searchParams.set('site', SITE);
-          p.searchParams.set('cursor', String(cursor));
           ctrl = new AbortController();
-          const r = await fetch(p, { headers: { authorization: 'Bearer ' + state.token }, signal: ctrl.signal });
-          if (!r.ok) throw new Error('poll ' + r.status);
-          const body = await r.json();
-          cursor = body.cursor;
+          polledConversation = state.conversation && state.conversation.id;
+          let body;
+          try {
+            const r = await fetch(url('/api/visitor/poll', { after_seq: state.lastSeq }), { signal: ctrl.signal, credentials: 'omit', cache: 'no-store' });
+            if (!r.ok) throw new Error('poll ' + r.status);
+            body = await r.json();
+          } catch (e) {
+            if (e && e.name === 'AbortError' && running) continue; // nudged: poll again now
+            throw e;
+          }
           for (const f of body.frames || []) onFrame(f);
         }
-      } catch (_) { /* fall through to reconnect */ }
-      if (running) { running = false; hooks.closed(opened); }
+      } catch (_) { /* reconnect below */ }
+      if (running) {
+        running = false;
+        hooks.closed(opened);
+      }
     }
     return {
       name: 'polling',
-      start() { running = true; loop(); },
+      start() {
+        running = true;
+        loop();
+      },
       send(frame) {
         if (!running || !state.token) return false;
-        const u = new URL('/api/visitor/send', BASE);
-        u.searchParams.set('site', SITE);
-        fetch(u, {
+        fetch(url('/api/visitor/send'), {
           method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: 'Bearer ' + state.token },
+          credentials: 'omit',
+          headers: { 'content-type': 'text/plain;charset=UTF-8' },
           body: JSON.stringify(frame),
         }).then((r) => r.json()).then((body) => {
           for (const f of (body && body.frames) || []) onFrame(f);
-        }).catch(() => { /* resent by pump() after RESEND_AFTER_MS */ });
+          // The first message created the conversation: the waiting poll knew none.
+          const now = state.conversation && state.conversation.id;
+          if (now && now !== polledConversation && ctrl) ctrl.abort();
+        }).catch(() => { /* pump() resends after RESEND_AFTER_MS */ });
         return true;
       },
-      stop() { running = false; if (ctrl) ctrl.abort(); },
+      stop() {
+        running = false;
+        if (ctrl) ctrl.abort();
+      },
     };
   }
 
@@ -843,7 +867,7 @@ textarea:focus-visible { outline: none; }
         downSince = Date.now();
         if (current && current.name === 'websocket') {
           wsFailures = opened ? 0 : wsFailures + 1;
-          if (wsFailures >= WS_FAILS_BEFORE_POLLING && POLLING_AVAILABLE) usePolling = true;
+          if (wsFailures >= WS_FAILS_BEFORE_POLLING) usePolling = true;
         }
         showConn();
         schedule();
@@ -865,14 +889,16 @@ textarea:focus-visible { outline: none; }
     return {
       start,
       send: (frame) => (state.ready && current ? current.send(frame) : false),
-      connected() { attempt = 0; downSince = 0; },
+      connected() {
+        attempt = 0;
+        downSince = 0;
+        host.setAttribute('data-transport', current ? current.name : '');
+      },
       downFor: () => (downSince ? Date.now() - downSince : 0),
       kick() { if (!state.ready && !current) start(); else if (!state.ready) { attempt = 0; start(); } },
       get name() { return current ? current.name : ''; },
     };
   })();
-  // The server has the long-polling routes (/api/visitor/*).
-  const POLLING_AVAILABLE = false;
 
   function showConn() {
     const down = !state.ready && transport.downFor() > 1500;
@@ -937,6 +963,10 @@ textarea:focus-visible { outline: none; }
   setInterval(sendProfile, 5000);
   // Unacknowledged sends are repeated until acknowledged.
   setInterval(pump, 2000);
+  // Agents come and go: refresh "online / away" while nobody is assigned.
+  setInterval(() => {
+    if (state.open && !assigneeName() && document.visibilityState === 'visible') loadConfig(true);
+  }, 60000);
 
   window.Kefu = {
     open: () => setOpen(true),
@@ -954,7 +984,7 @@ textarea:focus-visible { outline: none; }
   // -------------------------------------------------------------------------------------
   // Start
   // -------------------------------------------------------------------------------------
-  async function loadConfig() {
+  async function loadConfig(refresh) {
     try {
       const u = new URL('/api/config', BASE);
       u.searchParams.set('site', SITE);
@@ -972,12 +1002,12 @@ textarea:focus-visible { outline: none; }
       state.siteName = c.name || '';
       state.greeting = state.greeting || c.greeting || '';
       state.offlineMessage = c.offline_message || '';
-      if (state.agentsOnline === null) state.agentsOnline = !!c.agents_online;
+      if (state.agentsOnline === null || refresh) state.agentsOnline = !!c.agents_online;
       const primary = c.colours && c.colours.primary;
       if (primary && window.CSS && CSS.supports('color', primary)) ui.root.style.setProperty('--kefu-primary', primary);
       renderHeader();
     } catch (_) {
-      setTimeout(loadConfig, 5000);
+      if (!refresh) setTimeout(loadConfig, 5000);
     }
     return true;
   }

@@ -9,7 +9,7 @@
 # server and drops the database. Screenshots and the server log go to
 # $KEFU_ARTIFACTS_DIR/browser (default ./artifacts/browser).
 #
-# Environment: DATABASE_URL (any database on the PostgreSQL to use; default the postgres
+# Environment: KEFU_BROWSER_TESTS (test files to run, default all), DATABASE_URL (any database on the PostgreSQL to use; default the postgres
 # database on 127.0.0.1:$KEFU_PG_PORT), REDIS_URL (optional), KEFU_ARTIFACTS_DIR.
 set -euo pipefail
 
@@ -114,4 +114,6 @@ KEFU_SITE_KEY="$(node tests/browser/lib/setup.js)"
 export KEFU_SITE_KEY
 
 cd tests/browser
-node --test --test-concurrency=1 --test-reporter=spec ./*.test.js
+# KEFU_BROWSER_TESTS="chat.test.js xss.test.js" runs some of the files only.
+# shellcheck disable=SC2086
+node --test --test-concurrency=1 --test-reporter=spec ${KEFU_BROWSER_TESTS:-./*.test.js}

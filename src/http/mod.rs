@@ -6,6 +6,7 @@ pub mod assets;
 pub mod auth;
 pub mod conversations;
 pub mod ops;
+pub mod poll;
 pub mod sites;
 pub mod widget;
 pub mod ws;
@@ -95,6 +96,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/chat", web::get().to(assets::chat))
     .route("/console", web::get().to(assets::console))
     .route("/assets/{name}", web::get().to(assets::asset))
+    .route("/api/visitor/session", web::post().to(poll::session))
+    .route("/api/visitor/send", web::post().to(poll::send))
+    .route("/api/visitor/poll", web::get().to(poll::poll))
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(AppError::not_found("route"))
     }));

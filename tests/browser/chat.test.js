@@ -129,3 +129,26 @@ test('the full-page chat works from a link', async () => {
   assertNoProblems(assert, page);
   await ctx.close();
 });
+
+test('with nobody online the widget shows the offline message', async () => {
+  const agentCtx = await browser.newContext();
+  const agent = await watchedPage(agentCtx);
+  await agentConsole.login(agent);
+  await agent.locator('#presence').selectOption('offline');
+  await waitUntil(async () => (await agent.locator('#presence-dot').getAttribute('data-status')) === 'offline', { what: 'status offline' });
+  await agentCtx.close();
+
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await watchedPage(ctx);
+  // agents_online is cached for a moment on the server: allow a few tries.
+  await waitUntil(async () => {
+    await page.goto(BASE() + '/');
+    await widget.open(page);
+    const banner = page.locator('[data-kefu-widget] .banner');
+    return (await banner.isVisible()) && (await banner.textContent()).includes('We are offline right now');
+  }, { timeout: 20000, interval: 1000, what: 'the offline message' });
+  assert.match(await page.locator('[data-kefu-widget] .sub').textContent(), /away/);
+  await screenshot(page, 'widget-offline');
+  assertNoProblems(assert, page);
+  await ctx.close();
+});

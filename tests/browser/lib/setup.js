@@ -18,7 +18,7 @@ async function main() {
     email: process.env.KEFU_ADMIN_EMAIL,
     password: process.env.KEFU_ADMIN_PASSWORD,
   });
-  await call('PATCH', '/api/agents/' + agent.id, { name: 'Alice Chen' }, token);
+  await call('PATCH', '/api/agents/' + agent.id, { name: 'Alice Chen', max_open: 50 }, token);
   const site = await call('POST', '/api/sites', {
     name: 'Acme Store',
     allowed_origins: [],
