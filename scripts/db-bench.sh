@@ -15,7 +15,8 @@
 #   resume_recent   the same on a conversation active in the last 7 days (the usual case)
 #   inbox_open      GET /api/conversations?status=open (first page of 50)
 #   inbox_mine      GET /api/conversations?assignee=me (an agent's inbox, any status)
-#   inbox_deep      GET /api/conversations?status=resolved&cursor=… (a page deep in history)
+#   inbox_deep      GET /api/conversations?status=resolved&cursor=… (a page up to 200 pages
+#                   deep: the cursor is one of the newest 10,000 resolved conversations)
 #   insert_batch20  (with --writes) one INSERT of 20 messages into 20 conversations, as the
 #                   writer commits a batch; inside a transaction that is rolled back, so the
 #                   database is left as it was
@@ -93,8 +94,10 @@ WITH conv AS (
     SELECT id, last_seq, row_number() OVER (ORDER BY id) AS n
     FROM conversations WHERE updated_at > now() - interval '7 days'
 ), resolved AS (
+    -- Cursors within the newest 10,000 resolved conversations: up to 200 pages deep.
     SELECT updated_at, id, row_number() OVER (ORDER BY id) AS n
-    FROM conversations WHERE status = 'resolved'
+    FROM (SELECT updated_at, id FROM conversations WHERE status = 'resolved'
+          ORDER BY updated_at DESC, id DESC LIMIT 10000) r
 )
 SELECT line FROM (
     SELECT p.k, 1 AS o, format('EXECUTE history_first(%L, 0, 201);', c.id) AS line

@@ -324,14 +324,19 @@ refused "a duplicate idempotency key in another month" message_keys_idempotency 
 refused "a duplicate id in another month" message_keys_id_key \
     "INSERT INTO messages (id, conversation_id, seq, sender_type, body, created_at)
      VALUES ('$k_id', '$k_conv', 1000002, 'system', 'dup id', now())"
-# Racing: A inserts seq 2000000 and holds its transaction; B inserts the same seq in
+# Racing: A inserts seq 2000000 and holds its transaction for 3 s; B inserts the same seq in
 # another month, must wait for A and then be refused.
 psql -X -q -v ON_ERROR_STOP=1 -d "$old_url" -c "BEGIN" -c "INSERT INTO messages
     (id, conversation_id, seq, sender_type, body, created_at)
     VALUES (gen_random_uuid(), '$k_conv', 2000000, 'system', 'racer A', now())" \
-    -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null &
+    -c "SELECT pg_sleep(3) AS racer_a_holds" -c "COMMIT" >/dev/null &
 racer_a=$!
-sleep 0.7
+# B starts once A has inserted and is holding its transaction open.
+for _ in $(seq 1 100); do
+    [[ "$(psql_at "$old_url" -c "SELECT count(*) FROM pg_stat_activity
+        WHERE query LIKE '%racer_a_holds%' AND state = 'active' AND pid <> pg_backend_pid()")" == 1 ]] && break
+    sleep 0.1
+done
 t0=$(date +%s%N)
 if out="$(psql -X -q -v ON_ERROR_STOP=1 -d "$old_url" -c "INSERT INTO messages
     (id, conversation_id, seq, sender_type, body, created_at)
@@ -341,7 +346,7 @@ fi
 waited_ms=$((($(date +%s%N) - t0) / 1000000))
 wait "$racer_a" || fail "racer A failed"
 grep -q message_keys_pkey <<<"$out" || fail "the racing duplicate failed for another reason: $out"
-((waited_ms >= 800)) || fail "the racing insert did not wait for the first (${waited_ms} ms)"
+((waited_ms >= 500)) || fail "the racing insert did not wait for the first (${waited_ms} ms)"
 [[ "$(psql_at "$old_url" -c "SELECT body FROM messages WHERE conversation_id = '$k_conv' AND seq = 2000000")" == "racer A" ]] ||
     fail "the first racer's message is not the stored one"
 psql_at "$old_url" -c "DELETE FROM messages WHERE conversation_id = '$k_conv' AND seq = 2000000"
