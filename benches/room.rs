@@ -42,7 +42,7 @@ impl Handler<Outbound> for Member {
             if let Some(h) = &self.handle {
                 h.taken();
             }
-            if (self.seen.fetch_add(1, Ordering::AcqRel) + 1) % MEMBERS == 0 {
+            if (self.seen.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(MEMBERS) {
                 let _ = self.done.send(());
             }
         }

@@ -119,6 +119,10 @@ pub struct Settings {
     #[arg(long, env = "KEFU_HTTP_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub http_metrics: bool,
 
+    /// The two-level cache (on by default; off only to measure what it buys).
+    #[arg(long, env = "KEFU_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache: bool,
+
     /// Cache TTL of site configurations, in seconds.
     #[arg(long, env = "KEFU_CACHE_SITE_SECS", default_value_t = 300)]
     pub cache_site_secs: u64,

@@ -121,6 +121,12 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
         settings.cache_ttls(),
         metrics.clone(),
     );
+    let cache = if settings.cache {
+        cache
+    } else {
+        log::warn!("KEFU_CACHE=false: every read goes to PostgreSQL");
+        cache.without_caching()
+    };
     let mut bus = Bus::new(&node_id, metrics.clone()).with_cache(cache.clone());
     if let (Some(pool), Some(url)) = (&redis, &settings.redis_url) {
         bus = bus.with_redis(pool.clone(), url, &settings.redis_prefix);

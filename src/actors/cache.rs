@@ -132,6 +132,19 @@ impl Cache {
         }
     }
 
+    /// A cache that keeps nothing: every read goes to PostgreSQL (`KEFU_CACHE=false`, for
+    /// measuring what the cache buys; never for production).
+    pub fn without_caching(mut self) -> Cache {
+        self.sites = moka::future::Cache::builder().max_capacity(0).build();
+        self.tokens = moka::future::Cache::builder().max_capacity(0).build();
+        self.agents_online = moka::future::Cache::builder().max_capacity(0).build();
+        self.conversations = moka::future::Cache::builder().max_capacity(0).build();
+        self.visitors = moka::future::Cache::builder().max_capacity(0).build();
+        self.history = moka::sync::Cache::builder().max_capacity(0).build();
+        self.redis = None;
+        self
+    }
+
     fn hit(&self, level: &str) {
         self.metrics.cache_hits.with_label_values(&[level]).inc();
     }
