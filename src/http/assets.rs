@@ -126,6 +126,20 @@ fn page(body: String, csp: &'static str, cache: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// True when `origin` is kefu's own origin: the page is one kefu served (`/chat`, `/`), so
+/// it may use any site whatever the site's `allowed_origins` (which name customers' pages).
+pub fn own_page(req: &HttpRequest, origin: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        return false;
+    };
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    origin
+        .trim()
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(&own)
+}
+
 /// Escapes text for an HTML attribute value or element content.
 fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -215,6 +229,18 @@ mod tests {
                 "event handler attribute in a page"
             );
         }
+    }
+
+    #[test]
+    fn own_origin_is_recognised() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("host", "chat.example.com"))
+            .to_http_request();
+        assert!(own_page(&req, Some("http://chat.example.com")));
+        assert!(own_page(&req, Some("HTTP://Chat.Example.com/")));
+        assert!(!own_page(&req, Some("https://shop.example.com")));
+        assert!(!own_page(&req, Some("http://chat.example.com.evil.test")));
+        assert!(!own_page(&req, None));
     }
 
     #[test]

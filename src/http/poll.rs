@@ -12,7 +12,9 @@
 //!   conversation's current state, then every visible message after N, or, when there is
 //!   none yet, the first live frames of the conversation's room within [`POLL_WAIT`]. The
 //!   poll joins the room *before* it reads the database, so nothing committed between the
-//!   two is missed; whatever happens between two polls is in the next one's read.
+//!   two is missed; whatever is committed between two polls is in the next one's read.
+//!   Typing indicators and read receipts are not stored, so one that falls between two
+//!   polls is not replayed (the next typing "on" shows it again).
 //!
 //! Requests are "simple" in the CORS sense (the token travels in the query, the body as
 //! text/plain), so the widget on another origin needs no preflight; answers carry
@@ -109,7 +111,7 @@ async fn site_for(state: &AppState, req: &HttpRequest, key: Option<&str>) -> App
         .headers()
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok());
-    if !origin_allowed(&site, origin) {
+    if !origin_allowed(&site, origin) && !super::assets::own_page(req, origin) {
         return Err(AppError::forbidden(
             "this page's origin may not use this site",
         ));

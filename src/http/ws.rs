@@ -53,7 +53,7 @@ pub async fn visitor(
         .headers()
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok());
-    if !origin_allowed(&site, origin) {
+    if !origin_allowed(&site, origin) && !super::assets::own_page(&req, origin) {
         return Err(AppError::forbidden(
             "this page's origin may not use this site",
         ));

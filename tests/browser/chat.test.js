@@ -94,6 +94,18 @@ test('visitor and agent chat live, with typing, read status and a reload', async
   await widget.open(visitor);
   await waitUntil(async () => !(await badge.isVisible()), { what: 'badge to clear when opened' });
 
+  // Resolve: the visitor is asked for a rating, the agent sees it; then reopen.
+  await agent.locator('#act-resolve').click();
+  await waitUntil(async () => /Resolved/.test(await agent.locator('#thread-sub').textContent()), { what: 'resolved in the console' });
+  const rate = visitor.locator('[data-kefu-widget] .rate');
+  await rate.waitFor({ state: 'visible' });
+  await rate.getByRole('button', { name: 'Rate 5 of 5' }).click();
+  await waitUntil(async () => /Thanks/.test(await rate.textContent()), { what: 'rating acknowledged' });
+  await waitUntil(async () => (await agent.locator('#profile-fields').textContent()).includes('★★★★★'), { what: 'rating in the console' });
+  await agent.locator('#act-reopen').click();
+  await waitUntil(async () => !(/Resolved/.test(await agent.locator('#thread-sub').textContent())), { what: 'reopened' });
+  await agent.locator('#act-resolve').click();
+
   assertNoProblems(assert, visitor, agent);
   await visitorCtx.close();
   await agentCtx.close();
@@ -149,6 +161,29 @@ test('with nobody online the widget shows the offline message', async () => {
   }, { timeout: 20000, interval: 1000, what: 'the offline message' });
   assert.match(await page.locator('[data-kefu-widget] .sub').textContent(), /away/);
   await screenshot(page, 'widget-offline');
+  assertNoProblems(assert, page);
+  await ctx.close();
+});
+
+test('/chat works for a site limited to its own shop origin', async () => {
+  const login = await fetch(BASE() + '/api/auth/login', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: process.env.KEFU_ADMIN_EMAIL, password: process.env.KEFU_ADMIN_PASSWORD }),
+  });
+  const { token } = await login.json();
+  const created = await fetch(BASE() + '/api/sites', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token },
+    body: JSON.stringify({ name: 'Locked Shop', allowed_origins: ['https://shop.example'], greeting: 'Locked hello' }),
+  });
+  assert.equal(created.status, 201);
+  const site = await created.json();
+  const ctx = await browser.newContext();
+  const page = await watchedPage(ctx);
+  await page.goto(BASE() + '/chat?site=' + encodeURIComponent(site.widget_key));
+  await widget.send(page, 'hello from a locked site');
+  await waitUntil(async () => (await widget.bodies(page)).includes('hello from a locked site'), { what: 'ack on a locked site via /chat' });
   assertNoProblems(assert, page);
   await ctx.close();
 });

@@ -79,6 +79,8 @@ test('a server restart mid-chat loses and duplicates nothing', { timeout: 180000
   assert.ok(unique(await agentConsole.seqs(agent)), 'no seq twice in the console');
   assert.equal(await widget.pending(visitor), 0);
   assert.equal(await agent.locator('#outbox li').count(), 0);
+  await agent.locator('#act-resolve').click();
+  await waitUntil(async () => /Resolved/.test(await agent.locator('#thread-sub').textContent()), { what: 'resolved' });
   assert.deepEqual(visitor.problems.dialogs, []);
   assert.deepEqual(agent.problems.errors, []);
   await visitorCtx.close();

@@ -46,6 +46,8 @@ test('markup in a message and a visitor name shows as text and runs nothing', as
   await waitUntil(async () => (await widget.bodies(visitor)).includes('<b>bold?</b> ' + EVIL), { what: 'markup reply in the widget' });
   assert.equal(await visitor.locator('[data-kefu-widget] .panel img, [data-kefu-widget] .panel b').count(), 0);
 
+  await agent.locator('#act-resolve').click();
+  await waitUntil(async () => /Resolved/.test(await agent.locator('#thread-sub').textContent()), { what: 'resolved' });
   // Give any image error handler the time it would need to fire.
   await visitor.waitForTimeout(500);
   assertNoProblems(assert, visitor, agent);

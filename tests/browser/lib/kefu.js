@@ -97,10 +97,11 @@ const widget = {
 // ---- the console --------------------------------------------------------------------------
 
 const agentConsole = {
-  async login(page) {
+  /** Signs in through the login form; the bootstrap admin unless `who` says otherwise. */
+  async login(page, who) {
     await page.goto(BASE() + '/console');
-    await page.locator('#login-email').fill(env('KEFU_ADMIN_EMAIL'));
-    await page.locator('#login-password').fill(env('KEFU_ADMIN_PASSWORD'));
+    await page.locator('#login-email').fill(who ? who.email : env('KEFU_ADMIN_EMAIL'));
+    await page.locator('#login-password').fill(who ? who.password : env('KEFU_ADMIN_PASSWORD'));
     await page.locator('#login-form button[type=submit]').click();
     await page.locator('#app').waitFor({ state: 'visible' });
     await page.locator('#conn[data-state="live"]').waitFor();
