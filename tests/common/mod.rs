@@ -38,7 +38,7 @@ pub const ADMIN_PASSWORD: &str = "admin-password-1";
 pub const AGENT_PASSWORD: &str = "agent-password-1";
 
 /// How long a test waits for something that should happen.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a test watches for something that should not happen.
 pub const QUIET: Duration = Duration::from_millis(400);
 
