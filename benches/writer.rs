@@ -20,7 +20,6 @@ use kefu::db::writer::{MessageWriter, NewMessage, WriteOutcome};
 use kefu::db::Db;
 use kefu::metrics::Metrics;
 use kefu::protocol::SenderType;
-use uuid::Uuid;
 
 const CONVERSATIONS: usize = 128;
 
@@ -105,7 +104,6 @@ fn batches(c: &mut Criterion) {
     g.finish();
     drop(writer);
     drop(sys);
-    let _ = Uuid::nil();
     drop(scratch);
 }
 
