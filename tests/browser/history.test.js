@@ -20,7 +20,7 @@ async function login() {
   return (await r.json()).token;
 }
 
-test('older messages load on scroll, in order, once', { timeout: 120000 }, async () => {
+test('older messages load on scroll, in order, once', { timeout: 300000 }, async () => {
   const agentCtx = await browser.newContext({ viewport: { width: 1440, height: 860 } });
   const agent = await watchedPage(agentCtx);
   await agentConsole.login(agent);
