@@ -275,6 +275,39 @@ async fn transfer_claim_resolve_and_reopen_notify_both_agents_and_the_visitor() 
         assert_eq!(u["resolved_at"], Value::Null);
     }
 
+    // A malformed transfer is refused and changes nothing (it must not claim instead).
+    let before = app.conversation(&admin, &c).await["assignee"].clone();
+    for body in [
+        r#"{"agent_id":"not-a-uuid"}"#,
+        r#"{"agent_id":"#,
+        r#"{"agent_id":5}"#,
+    ] {
+        let res = app
+            .http
+            .post(app.url(&format!("/api/conversations/{c}/assign")))
+            .bearer_auth(&bob.token)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 400, "{body}");
+        let e: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        assert_eq!(e["error"]["code"], "bad_request");
+    }
+    assert_eq!(app.conversation(&admin, &c).await["assignee"], before);
+    // No body at all is a claim, like `{}`.
+    let res = app
+        .http
+        .post(app.url(&format!("/api/conversations/{c}/assign")))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let conv: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    assert_eq!(assignee(&conv).as_deref(), Some(bob.id.as_str()));
+
     // Bad targets.
     let (status, e) = app
         .post(

@@ -232,13 +232,32 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays_open() {
     );
     bystander.still_chatting(&app).await;
 
-    // Only the one valid message of the misbehaving visitor was stored.
+    // A visitor cannot write into, or read, somebody else's conversation: a named
+    // conversation_id is ignored, and so is `private`.
+    let other = bystander.conversation.clone();
+    let own = send_and_ack(&mut bad, "x-1", "hello").await;
+    assert_ne!(own["conversation_id"], other.as_str());
+    bad.send_json(json!({"type":"message.send","client_msg_id":"x-2","body":"sneaky","conversation_id":other,"private":true}))
+        .await;
+    let ack = bad.recv_until("message.ack").await;
+    assert_eq!(ack["message"]["conversation_id"], own["conversation_id"]);
+    assert_eq!(ack["message"]["private"], false);
+    bad.send_json(json!({"type":"resume","after_seq":0,"conversation_id":other}))
+        .await;
+    let h = bad.recv_until("message.history").await;
+    assert_eq!(h["conversation_id"], own["conversation_id"]);
+    assert!(!h.to_string().contains("still chatting"));
+    bystander.still_chatting(&app).await;
+    let theirs = app.history(&bystander.token, &other).await;
+    assert!(!theirs.iter().any(|m| m["body"] == "sneaky"));
+
+    // Only the valid messages of the misbehaving visitor were stored.
     let stored = app
         .sql_i64(&format!(
             "SELECT count(*) AS n FROM messages WHERE sender_id = '{bad_id}'"
         ))
         .await;
-    assert_eq!(stored, 1);
+    assert_eq!(stored, 3);
 }
 
 #[actix_web::test]

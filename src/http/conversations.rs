@@ -196,10 +196,18 @@ pub async fn assign(
     state: web::Data<AppState>,
     auth: AuthAgent,
     path: web::Path<String>,
-    body: Option<web::Json<AssignBody>>,
+    body: web::Bytes,
 ) -> AppResult<web::Json<Conversation>> {
     let id = parse_id(&path, "conversation")?;
-    let target = match body.and_then(|b| b.into_inner().agent_id) {
+    // No body claims, like `{}`; a body that does not parse is an error, never a claim.
+    let requested = if body.trim_ascii().is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<AssignBody>(&body)
+            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?
+            .agent_id
+    };
+    let target = match requested {
         None => Some(auth.agent.id),
         Some(t) => t,
     };
