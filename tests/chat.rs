@@ -566,14 +566,21 @@ async fn visitor_profile_rating_ping_typing_and_read_receipts() {
     assert_eq!(c["visitor"]["name"], "Mei");
     assert_eq!(c["visitor"]["email"], "mei@example.com");
 
-    // Typing and read, visitor → agent.
-    visitor
-        .send_json(json!({ "type": "typing", "on": true }))
-        .await;
+    // Typing and read, visitor → agent; a burst of keystrokes is relayed once.
+    for _ in 0..5 {
+        visitor
+            .send_json(json!({ "type": "typing", "on": true }))
+            .await;
+    }
     let t = console.recv_until("typing").await;
     assert_eq!(t["conversation_id"], conv.as_str());
     assert_eq!(t["on"], true);
     assert_eq!(t["sender_type"], "visitor");
+    console.expect_no_frame_of_type("typing", QUIET).await;
+    visitor
+        .send_json(json!({ "type": "typing", "on": false }))
+        .await;
+    assert_eq!(console.recv_until("typing").await["on"], false);
     visitor
         .send_json(json!({ "type": "read", "up_to_seq": 1 }))
         .await;
@@ -667,4 +674,34 @@ async fn visitor_profile_rating_ping_typing_and_read_receipts() {
         })
         .await;
     assert_eq!(upd["conversation_id"], conv.as_str());
+}
+
+#[actix_web::test]
+async fn two_tabs_of_one_visitor_share_the_conversation_live() {
+    let app = TestApp::spawn().await;
+    let key = app.create_site().await;
+    let alice = app.online_agent("Alice", 5).await;
+    let (mut tab1, welcome) = app.visitor(&key).await;
+    let token = id(&welcome["token"]);
+    let first = send_and_ack(&mut tab1, "t1-1", "from the first tab").await;
+    let conv = id(&first["conversation_id"]);
+    let (mut tab2, welcome2) = app.visitor_again(&key, &token).await;
+    assert_eq!(welcome2["conversation"]["id"], conv.as_str());
+
+    // What one tab sends, the other shows; agent replies reach both.
+    let m = send_and_ack(&mut tab2, "t2-1", "from the second tab").await;
+    assert_eq!(recv_message(&mut tab1, "from the second tab").await, m);
+    let (status, reply) = app
+        .reply(&alice.token, &conv, "a-1", "Hello both", false)
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(recv_message(&mut tab1, "Hello both").await, reply);
+    assert_eq!(recv_message(&mut tab2, "Hello both").await, reply);
+    // The sending tab gets its ack, not a copy.
+    tab2.expect_none(
+        QUIET,
+        |v| v["type"] == "message.created" && v["message"]["id"] == m["id"],
+        "an echo to the sending tab",
+    )
+    .await;
 }
