@@ -225,7 +225,11 @@ impl Node {
     async fn wait_healthy(&mut self, http: &reqwest::Client) -> Duration {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "node {} exited during start ({status}); see {}",
                     self.name,
@@ -483,8 +487,10 @@ impl Cluster {
                 0,
                 "/api/agents",
                 Some(&self.admin),
-                Some(json!({"email": email, "name": name, "password": AGENT_PASSWORD,
-                            "role": "agent", "max_open": 1000})),
+                Some(
+                    json!({"email": email, "name": name, "password": AGENT_PASSWORD,
+                            "role": "agent", "max_open": 1000}),
+                ),
             )
             .await;
         assert_eq!(status, 201, "create agent: {body}");
@@ -818,9 +824,9 @@ impl ClientState {
         }
         let view = self.convs.entry(conv.to_string()).or_default();
         match view.msgs.get(&seq) {
-            Some(known) if known != id => self.problems.push(format!(
-                "seq {seq} of {conv} is both {known} and {id}"
-            )),
+            Some(known) if known != id => self
+                .problems
+                .push(format!("seq {seq} of {conv} is both {known} and {id}")),
             Some(_) => {}
             None => {
                 view.msgs.insert(seq, id.to_string());
@@ -867,9 +873,9 @@ impl ClientState {
                     conv: m["conversation_id"].as_str().unwrap_or("").to_string(),
                 });
                 match self.acked.get(&cmid) {
-                    Some(first) if *first != id => self.problems.push(format!(
-                        "{cmid} acknowledged as {first} and as {id}"
-                    )),
+                    Some(first) if *first != id => self
+                        .problems
+                        .push(format!("{cmid} acknowledged as {first} and as {id}")),
                     Some(_) => {}
                     None => {
                         self.acked.insert(cmid.clone(), id);
@@ -987,7 +993,13 @@ impl ClientState {
         out
     }
 
-    fn tick(&mut self, spec: &ClientSpec, phase: &Phase, gen: &mut Gen, now: Instant) -> Vec<String> {
+    fn tick(
+        &mut self,
+        spec: &ClientSpec,
+        phase: &Phase,
+        gen: &mut Gen,
+        now: Instant,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         // New messages, paced, never more than a few waiting.
         if *phase == Phase::Run && now >= gen.next_at && self.outbox.len() < 8 {
@@ -1041,7 +1053,8 @@ impl ClientState {
             if o.in_flight || now < o.retry_at {
                 continue;
             }
-            let mut frame = json!({"type": "message.send", "client_msg_id": o.cmid, "body": o.body});
+            let mut frame =
+                json!({"type": "message.send", "client_msg_id": o.cmid, "body": o.body});
             if let Some(c) = &o.conv {
                 frame["conversation_id"] = json!(c);
             }
@@ -1460,7 +1473,12 @@ impl Load {
         )
         .await
         .iter()
-        .map(|r| (r["id"].as_str().unwrap().to_string(), r["last_seq"].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["last_seq"].as_i64().unwrap(),
+            )
+        })
         .collect();
         // conversation → seq → (id, private); (conversation, id) by client_msg_id.
         let mut db: BTreeMap<String, BTreeMap<i64, (String, bool)>> = BTreeMap::new();
@@ -1503,7 +1521,11 @@ impl Load {
                 problems.push(format!("{}: {p}", cl.name));
             }
             if !s.outbox.is_empty() {
-                problems.push(format!("{}: {} sends never acknowledged", cl.name, s.outbox.len()));
+                problems.push(format!(
+                    "{}: {} sends never acknowledged",
+                    cl.name,
+                    s.outbox.len()
+                ));
             }
             // Every ack names a stored message (no false ack).
             for a in &s.acks {
@@ -1671,7 +1693,9 @@ async fn chaos_kill_9_of_a_node_under_load() {
                 m.name,
                 m.end
             );
-            let gap = m.gap.unwrap_or_else(|| panic!("{} never reconnected", m.name));
+            let gap = m
+                .gap
+                .unwrap_or_else(|| panic!("{} never reconnected", m.name));
             assert_ne!(m.to, victim_port, "{} reconnected to the dead node", m.name);
             worst = worst.max(gap);
         }
@@ -1714,7 +1738,10 @@ async fn chaos_postgres_restarted_under_load() {
         let mid = load.totals();
         let unavailable = mid.send_errors.get("unavailable").copied().unwrap_or(0)
             - before.send_errors.get("unavailable").copied().unwrap_or(0);
-        assert!(unavailable > 0, "nobody heard `unavailable` while PostgreSQL was down");
+        assert!(
+            unavailable > 0,
+            "nobody heard `unavailable` while PostgreSQL was down"
+        );
         // Acks while the database is down can only be answers that were already committed
         // (the oracle checks every ack against PostgreSQL).
         let up_at = Instant::now();
@@ -1787,7 +1814,11 @@ async fn chaos_postgres_frozen_for_10_s() {
             .expect("an answer");
         let api_took = started.elapsed();
         assert_eq!(res.status().as_u16(), 503);
-        assert!(api_took <= bound, "the API answered after {}", secs(api_took));
+        assert!(
+            api_took <= bound,
+            "the API answered after {}",
+            secs(api_took)
+        );
         let body: Value = res.json().await.unwrap_or(Value::Null);
         assert_eq!(body["error"]["code"], "unavailable");
         let rest = Duration::from_secs(10).saturating_sub(frozen_at.elapsed());
@@ -1800,7 +1831,10 @@ async fn chaos_postgres_frozen_for_10_s() {
 
         let unavailable = during.send_errors.get("unavailable").copied().unwrap_or(0)
             - before.send_errors.get("unavailable").copied().unwrap_or(0);
-        assert!(unavailable > 0, "nobody heard `unavailable` while PostgreSQL was frozen");
+        assert!(
+            unavailable > 0,
+            "nobody heard `unavailable` while PostgreSQL was frozen"
+        );
         // Every send was answered within about two database timeouts (the one in progress,
         // then its own), never left hanging.
         let wait_bound = Duration::from_secs(2 * DB_TIMEOUT_SECS + 2);
@@ -1834,7 +1868,13 @@ async fn chaos_postgres_frozen_for_10_s() {
             let last = samples.last().copied().expect("sample");
             lines.push(format!(
                 "n{i}: RSS {} → peak {} → {} KiB, threads {} → peak {}, fds {} → peak {}",
-                base.rss_kib, peak_rss, last.rss_kib, base.threads, peak_threads, base.fds, peak_fds
+                base.rss_kib,
+                peak_rss,
+                last.rss_kib,
+                base.threads,
+                peak_threads,
+                base.fds,
+                peak_fds
             ));
             assert!(
                 peak_rss <= base.rss_kib + 32 * 1024,
@@ -2009,9 +2049,16 @@ async fn chaos_sigterm_of_a_node_under_load() {
             .await
             .expect("the node exits after SIGTERM");
         let exit_took = at.elapsed();
-        assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status after SIGTERM: {status}"
+        );
         let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
-        assert!(log.contains("stopping: closing"), "no graceful stop in the log");
+        assert!(
+            log.contains("stopping: closing"),
+            "no graceful stop in the log"
+        );
         let after = load
             .progress(60, Duration::from_secs(20), "after SIGTERM")
             .await;
@@ -2020,8 +2067,16 @@ async fn chaos_sigterm_of_a_node_under_load() {
         assert!(!moves.is_empty(), "no client was on the stopped node");
         let mut worst = Duration::ZERO;
         for m in &moves {
-            assert_eq!(m.end, End::Closed(Some(1001)), "{}: session ended with {:?}", m.name, m.end);
-            let gap = m.gap.unwrap_or_else(|| panic!("{} never reconnected", m.name));
+            assert_eq!(
+                m.end,
+                End::Closed(Some(1001)),
+                "{}: session ended with {:?}",
+                m.name,
+                m.end
+            );
+            let gap = m
+                .gap
+                .unwrap_or_else(|| panic!("{} never reconnected", m.name));
             assert_ne!(m.to, port);
             worst = worst.max(gap);
         }
@@ -2101,7 +2156,11 @@ async fn chaos_rolling_restart_of_every_node_under_load() {
             reconnects_max <= c.nodes.len(),
             "a client reconnected {reconnects_max} times"
         );
-        assert!(gap_max <= Duration::from_secs(5), "a reconnect took {}", secs(gap_max));
+        assert!(
+            gap_max <= Duration::from_secs(5),
+            "a reconnect took {}",
+            secs(gap_max)
+        );
         c.note(format!(
             "rolling restart of {} nodes in {}: sessions ended only with 1001, at most {} \
              reconnect(s) per client, longest reconnect {}",
@@ -2166,7 +2225,8 @@ async fn flood(addr: String, site: String, name: String, n: usize, body: Arc<Str
     });
     for k in 0..n {
         window.acquire().await.expect("window").forget();
-        let frame = json!({"type": "message.send", "client_msg_id": format!("{name}-{k}"), "body": *body});
+        let frame =
+            json!({"type": "message.send", "client_msg_id": format!("{name}-{k}"), "body": *body});
         tx.send(Message::text(frame.to_string()))
             .await
             .expect("send");
@@ -2198,9 +2258,10 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
         let healthy = c.agent("healthy").await;
         let slow = c.agent("slow").await;
         // The healthy console reads everything.
-        let (hws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/agent?token={healthy}"))
-            .await
-            .expect("healthy agent");
+        let (hws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{addr}/ws/agent?token={healthy}"))
+                .await
+                .expect("healthy agent");
         let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = created.clone();
         let healthy_task = tokio::spawn(async move {
@@ -2215,7 +2276,14 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
         });
         // Warm-up with the same traffic shape, then the baseline.
         let big = Arc::new("字".repeat(4000));
-        let warm = flood(addr.clone(), c.site_key.clone(), "warm".into(), 200, big.clone()).await;
+        let warm = flood(
+            addr.clone(),
+            c.site_key.clone(),
+            "warm".into(),
+            200,
+            big.clone(),
+        )
+        .await;
         assert_eq!(warm, 200);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let pid = c.nodes[0].pid();
@@ -2225,7 +2293,10 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
         let agent_sockets = async |want: f64| {
             let started = Instant::now();
             while c.metric(0, agents).await != Some(want) {
-                assert!(started.elapsed() < Duration::from_secs(3), "{want} agent sockets");
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "{want} agent sockets"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
@@ -2260,7 +2331,11 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
             acks += f.await.expect("flood");
         }
         let flood_took = flood_at.elapsed();
-        assert_eq!(acks, VISITORS * PER_VISITOR, "every flood message acknowledged");
+        assert_eq!(
+            acks,
+            VISITORS * PER_VISITOR,
+            "every flood message acknowledged"
+        );
         let total = 200 + VISITORS * PER_VISITOR;
         let started = Instant::now();
         while created.load(std::sync::atomic::Ordering::Relaxed) < total {
@@ -2292,7 +2367,9 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
         let mut frames = 0usize;
         let ending = loop {
             match tokio::time::timeout(Duration::from_secs(10), slow_ws.next()).await {
-                Ok(Some(Ok(Message::Close(f)))) => break format!("close {:?}", f.map(|f| u16::from(f.code))),
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    break format!("close {:?}", f.map(|f| u16::from(f.code)))
+                }
                 Ok(Some(Ok(_))) => frames += 1,
                 Ok(Some(Err(e))) => break format!("error: {e}"),
                 Ok(None) => break "end of stream".to_string(),
