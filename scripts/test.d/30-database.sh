@@ -209,8 +209,12 @@ check_plan() {
     shift 4
     echo "== $name ($mode)" >>"$plans"
     explain "$name" "$mode" "$prepare" "$args" >>"$plans"
+    # Which index matters, not how the planner walks it: a bitmap or index-only scan of the
+    # same index counts (the planner picks by the sample's row counts).
+    sed -e 's/Bitmap Index Scan on/Index Scan using/' -e 's/Index Only Scan using/Index Scan using/' \
+        "$work/plan" >"$work/plan.norm"
     for re in "$@"; do
-        grep -Eq -- "$re" "$work/plan" || fail "plan of $name ($mode) lacks /$re/ (see $plans)"
+        grep -Eq -- "$re" "$work/plan.norm" || fail "plan of $name ($mode) lacks /$re/ (see $plans)"
     done
     # No sequential scan of the big tables (agents and sites are small and read whole),
     # except of empty partitions (future months, the default).
@@ -246,7 +250,7 @@ for mode in force_generic_plan force_custom_plan; do
           AND m.created_at = k.created_at
          WHERE k.conversation_id = ANY(\$1) AND k.client_msg_id = ANY(\$2)" \
         "(ARRAY['$dup_conv'::uuid], ARRAY['$dup_cid'])" \
-        'Index Scan using message_keys_idempotency|Bitmap Index Scan on message_keys_idempotency' 'Index Cond: \(\(conversation_id = k.conversation_id\) AND \(seq = k.seq\) AND \(created_at = k.created_at\)\)'
+        'Index Scan using message_keys_idempotency' 'Index Cond: \(\(conversation_id = k.conversation_id\) AND \(seq = k.seq\) AND \(created_at = k.created_at\)\)'
     check_plan inbox_status "$mode" \
         "(text, bigint) AS SELECT $conv_cols FROM conversations c LEFT JOIN agents a ON c.assignee_id = a.id
          WHERE c.status = \$1 ORDER BY c.updated_at DESC, c.id DESC LIMIT \$2" \
@@ -266,7 +270,7 @@ for mode in force_generic_plan force_custom_plan; do
     check_plan inbox_unassigned "$mode" \
         "(bigint) AS SELECT $conv_cols FROM conversations c LEFT JOIN agents a ON c.assignee_id = a.id
          WHERE c.assignee_id IS NULL ORDER BY c.updated_at DESC, c.id DESC LIMIT \$1" \
-        "(51)" '(Index (Only )?Scan using|Bitmap Index Scan on) conversations_(assignee_activity|queue)'
+        "(51)" 'Index Scan using conversations_(assignee_activity|queue)'
     check_plan inbox_deep_page "$mode" \
         "(text, timestamptz, uuid, bigint) AS SELECT $conv_cols FROM conversations c
          LEFT JOIN agents a ON c.assignee_id = a.id
@@ -292,7 +296,8 @@ done
 check_small() {
     local name="$1" sql="$2" re="$3"
     psql_at "$old_url" -c "SET enable_seqscan = off" -c "EXPLAIN (COSTS OFF) $sql" | tee "$work/plan" >>"$plans"
-    grep -Eq -- "$re" "$work/plan" || fail "plan of $name lacks /$re/ (see $plans)"
+    sed -e 's/Bitmap Index Scan on/Index Scan using/' -e 's/Index Only Scan using/Index Scan using/' \
+        "$work/plan" | grep -Eq -- "$re" || fail "plan of $name lacks /$re/ (see $plans)"
 }
 check_small agent_by_token "SELECT a.id FROM agent_sessions s JOIN agents a ON a.id = s.agent_id
     WHERE s.token_hash = decode('$session_hash', 'hex')" 'Index Scan using agent_sessions_pkey'
