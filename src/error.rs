@@ -153,6 +153,14 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 AppError::unavailable("database busy, retry")
             }
+            // 40P01: PostgreSQL aborted this transaction to break a lock cycle; transient
+            // like a serialization failure (diesel has no kind for it).
+            Error::DatabaseError(DatabaseErrorKind::Unknown, ref info)
+                if info.message().starts_with("deadlock detected") =>
+            {
+                log::warn!("database deadlock: {}", info.message());
+                AppError::unavailable("database busy, retry")
+            }
             other => {
                 // Connection-level failures of tokio-postgres surface as "Unknown" database
                 // errors whose text names the connection; treat them as an outage.

@@ -319,6 +319,14 @@ struct IdRow {
     id: Uuid,
 }
 
+#[derive(QueryableByName)]
+struct WaitingRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    queued_at: DateTime<Utc>,
+}
+
 /// Assigns waiting conversations, oldest first, to available agents with capacity.
 ///
 /// Safe when several nodes run it at once: available agents are row-locked for the
@@ -371,14 +379,23 @@ pub async fn assign_waiting(
         if spare == 0 {
             return Ok(Vec::new());
         }
-        let waiting: Vec<IdRow> = diesel::sql_query(
-            "SELECT id FROM conversations \
-             WHERE status = 'pending' AND assignee_id IS NULL \
-             ORDER BY queued_at, id LIMIT $1 FOR UPDATE",
+        // The oldest waiting ones, locked in id order — the order the message writer locks
+        // conversations in. Locking them oldest first instead deadlocked with a writer
+        // batch holding two of them (PostgreSQL aborted one side: `internal` errors for
+        // its senders). The status test is repeated on the locked rows: one assigned or
+        // resolved meanwhile is left out.
+        let mut waiting: Vec<WaitingRow> = diesel::sql_query(
+            "SELECT id, queued_at FROM conversations \
+             WHERE status = 'pending' AND assignee_id IS NULL AND id IN ( \
+               SELECT id FROM conversations \
+               WHERE status = 'pending' AND assignee_id IS NULL \
+               ORDER BY queued_at, id LIMIT $1) \
+             ORDER BY id FOR UPDATE",
         )
         .bind::<BigInt, _>(spare)
         .load(conn)
         .await?;
+        waiting.sort_by_key(|w| (w.queued_at, w.id));
         let now = Utc::now();
         let picks = assignment::plan(&mut candidates, waiting.len(), now);
         let mut assigned = Vec::with_capacity(picks.len());
