@@ -237,9 +237,17 @@ impl RunningServer {
         while !self.state.sessions.is_empty() && std::time::Instant::now() < deadline {
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
+        // Commit what the closed sockets queued while the HTTP workers still run: pooled
+        // PostgreSQL connections opened on a worker are driven by that worker's runtime
+        // and die with it, so a commit left for later would fail with "connection closed".
+        let within = Duration::from_secs(self.state.settings.shutdown_secs.max(1));
+        if !self.state.writer.flush(within).await {
+            log::warn!("stopping: the message writer did not drain in time");
+        }
         self.handle.stop(true).await;
         let _ = self.server.await;
-        self.state.writer.flush().await;
+        // Whatever in-flight HTTP requests queued meanwhile.
+        self.state.writer.flush(within).await;
         log::info!("stopped");
     }
 

@@ -16,7 +16,8 @@
 //! Only after the commit are the senders answered and the messages published on the bus.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use diesel::prelude::*;
@@ -72,6 +73,8 @@ struct Request {
 #[derive(Clone)]
 pub struct MessageWriter {
     shards: Vec<mpsc::Sender<Request>>,
+    /// Requests queued or being committed (a batch leaves the queue before its commit).
+    pending: std::sync::Arc<AtomicUsize>,
     metrics: Metrics,
 }
 
@@ -87,6 +90,7 @@ impl MessageWriter {
         shards: usize,
         max_batch: usize,
     ) -> MessageWriter {
+        let pending = std::sync::Arc::new(AtomicUsize::new(0));
         let shards = (0..shards.max(1))
             .map(|i| {
                 let (tx, rx) = mpsc::channel(SHARD_QUEUE);
@@ -97,32 +101,46 @@ impl MessageWriter {
                     assign: assign.clone(),
                     metrics: metrics.clone(),
                     max_batch: max_batch.max(1),
+                    pending: pending.clone(),
                 };
                 actix_web::rt::spawn(shard.run(rx));
                 tx
             })
             .collect();
-        MessageWriter { shards, metrics }
+        MessageWriter {
+            shards,
+            pending,
+            metrics,
+        }
     }
 
     /// Commits one message (or finds its earlier copy). Resolves after the commit.
     pub async fn write(&self, msg: NewMessage) -> AppResult<WriteOutcome> {
         let shard = shard_of(msg.conversation_id, self.shards.len());
         let (reply, rx) = oneshot::channel();
-        self.shards[shard]
-            .try_send(Request { msg, reply })
-            .map_err(|_| AppError::unavailable("message writer overloaded, retry"))?;
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.shards[shard].try_send(Request { msg, reply }).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(AppError::unavailable("message writer overloaded, retry"));
+        }
         self.metrics.writer_queue.inc();
         rx.await
             .map_err(|_| AppError::unavailable("message writer stopped, retry"))?
     }
 
-    /// Waits until every queued message is committed or failed (graceful stop).
-    pub async fn flush(&self) {
-        for shard in &self.shards {
-            // A permit for all capacity means the queue is empty.
-            let _ = shard.reserve_many(SHARD_QUEUE).await;
+    /// Waits until every queued message is committed or failed (graceful stop), or
+    /// `within` has passed; answers whether everything was done. A batch being committed
+    /// counts too: it has left the queue, but its senders are not answered yet.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        // (`AtomicUsize::load` spelled out: diesel's `RunQueryDsl::load` is in scope.)
+        while AtomicUsize::load(&self.pending, Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
         }
+        true
     }
 }
 
@@ -137,6 +155,7 @@ struct Shard {
     assign: std::sync::Arc<Notify>,
     metrics: Metrics,
     max_batch: usize,
+    pending: std::sync::Arc<AtomicUsize>,
 }
 
 impl Shard {
@@ -150,6 +169,7 @@ impl Shard {
             }
             self.metrics.writer_queue.sub(n as i64);
             self.commit(std::mem::take(&mut batch)).await;
+            self.pending.fetch_sub(n, Ordering::AcqRel);
             batch.reserve(self.max_batch);
         }
     }
