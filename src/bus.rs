@@ -380,10 +380,16 @@ impl Bus {
     }
 
     async fn subscribe_forever(self, url: String, channel: String) {
-        let mut backoff = Duration::from_millis(200);
+        const FIRST_RETRY: Duration = Duration::from_millis(200);
+        let mut backoff = FIRST_RETRY;
         loop {
             match self.subscribe_once(&url, &channel).await {
-                Ok(()) => log::warn!("bus: Redis subscription ended; reconnecting"),
+                Ok(()) => {
+                    log::warn!("bus: Redis subscription ended; reconnecting");
+                    // It was up: this outage starts its back-off afresh (else, after a few
+                    // outages over a node's life, every later one kept the 5 s maximum).
+                    backoff = FIRST_RETRY;
+                }
                 Err(e) => log::warn!("bus: Redis subscription failed: {e}; retrying"),
             }
             self.metrics.bus_reconnects.inc();
