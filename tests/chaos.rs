@@ -323,6 +323,23 @@ fn sampler(pid: u32, every: Duration) -> (Arc<Mutex<Vec<Sample>>>, tokio::task::
     (samples, task)
 }
 
+/// The value of a series in a `/metrics` scrape (`name{labels}` as rendered).
+async fn metric_at(http: &reqwest::Client, url: &str, series: &str) -> Option<f64> {
+    let text = http
+        .get(url)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse::<f64>().ok())?
+    })
+}
+
 // --- one deployment: private PostgreSQL, private Redis, N nodes ----------------------
 
 struct Cluster {
@@ -339,6 +356,16 @@ struct Cluster {
     dir: PathBuf,
     started: Instant,
     notes: Vec<String>,
+    summarised: bool,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A failed scenario still leaves its notes in the summary.
+        if !self.summarised {
+            self.write_summary("FAILED");
+        }
+    }
 }
 
 impl Cluster {
@@ -414,6 +441,7 @@ impl Cluster {
             dir,
             started,
             notes: Vec::new(),
+            summarised: false,
         };
         c.admin = c.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         let (status, site) = c
@@ -553,20 +581,7 @@ impl Cluster {
 
     /// The value of a series on a node's `/metrics` (`name{labels}` as rendered).
     async fn metric(&self, node: usize, series: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(self.nodes[node].url("/metrics"))
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().ok())?
-        })
+        metric_at(&self.http, &self.nodes[node].url("/metrics"), series).await
     }
 
     /// Starts `visitors` visitors (spread over the nodes) and one agent per entry of
@@ -615,7 +630,7 @@ impl Cluster {
     }
 
     /// Writes the scenario's notes next to the node logs and into the shared summary.
-    fn write_summary(&self, result: &str) {
+    fn write_summary(&mut self, result: &str) {
         let mut text = format!(
             "== {} ({}, {}) ==\n",
             self.name,
@@ -627,6 +642,7 @@ impl Cluster {
             text.push_str(n);
             text.push('\n');
         }
+        self.summarised = true;
         let _ = std::fs::write(self.dir.join("summary.txt"), &text);
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -636,7 +652,11 @@ impl Cluster {
         {
             let _ = f.write_all(text.as_bytes());
         }
-        eprintln!("{text}");
+        eprintln!(
+            "[chaos {}] {result} in {}",
+            self.name,
+            secs(self.started.elapsed())
+        );
     }
 }
 
@@ -782,6 +802,8 @@ struct ClientState {
     silent_resends: u64,
     sessions: Vec<SessionLog>,
     connect_failures: u64,
+    /// Failed connection attempts: port, why, how long the attempt took.
+    connect_errors: Vec<(u16, String, Duration)>,
     /// New messages learnt by: ack, live `message.created`, `resume`.
     via: [u64; 3],
     gap_resumes: u64,
@@ -1169,12 +1191,21 @@ async fn run_client(spec: ClientSpec, st: Arc<Mutex<ClientState>>, phase: watch:
             },
             Who::Agent { token } => format!("ws://127.0.0.1:{port}/ws/agent?token={token}"),
         };
+        let tried = Instant::now();
         let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
             .await
         {
             Ok(Ok((ws, _))) => ws,
-            _ => {
-                st.lock().unwrap().connect_failures += 1;
+            res => {
+                let why = match res {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                {
+                    let mut s = st.lock().unwrap();
+                    s.connect_failures += 1;
+                    s.connect_errors.push((port, why, tried.elapsed()));
+                }
                 node += 1;
                 let pause = gen.rng.gen_range(100..300);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -1292,6 +1323,8 @@ struct Totals {
     silent_resends: u64,
     sessions: usize,
     connect_failures: u64,
+    /// The slowest failed connection attempt: port, why, how long.
+    connect_slowest: Option<(u16, String, Duration)>,
     via: [u64; 3],
     gap_resumes: u64,
     ack_latency_max: Duration,
@@ -1318,6 +1351,11 @@ impl Load {
             t.silent_resends += s.silent_resends;
             t.sessions += s.sessions.len();
             t.connect_failures += s.connect_failures;
+            for e in &s.connect_errors {
+                if t.connect_slowest.as_ref().is_none_or(|x| x.2 < e.2) {
+                    t.connect_slowest = Some(e.clone());
+                }
+            }
             for i in 0..3 {
                 t.via[i] += s.via[i];
             }
@@ -1593,6 +1631,10 @@ impl Load {
                 }
             }
         }
+        // Faults answer `unavailable` (SPEC §5), never `internal`.
+        if let Some(n) = totals.send_errors.get("internal") {
+            problems.push(format!("{n} sends were answered `internal`"));
+        }
         // Nothing stored that nobody sent (probes excepted).
         let stored_generated = rows
             .iter()
@@ -1626,16 +1668,20 @@ impl Load {
         ));
         c.note(format!(
             "delivery: learnt by ack {}, live {}, resume {} (gap resumes {}); sessions {}, \
-             failed connects {}",
+             failed connects {}{}",
             totals.via[0],
             totals.via[1],
             totals.via[2],
             totals.gap_resumes,
             totals.sessions,
-            totals.connect_failures
+            totals.connect_failures,
+            match &totals.connect_slowest {
+                Some((port, why, took)) =>
+                    format!(" (slowest: :{port} {why} after {})", secs(*took)),
+                None => String::new(),
+            }
         ));
         if !problems.is_empty() {
-            c.write_summary("FAILED");
             let shown: Vec<&String> = problems.iter().take(40).collect();
             panic!(
                 "oracle: {} problem(s):\n{}",
@@ -1768,12 +1814,7 @@ async fn chaos_postgres_restarted_under_load() {
             secs(first)
         ));
         load.progress(60, Duration::from_secs(20), "later").await;
-        let t = load.finish(&mut c).await;
-        assert_eq!(
-            t.send_errors.get("internal").copied().unwrap_or(0),
-            0,
-            "a database outage must answer `unavailable`, not `internal`"
-        );
+        load.finish(&mut c).await;
         c.write_summary("ok");
     })
     .await;
@@ -1855,46 +1896,6 @@ async fn chaos_postgres_frozen_for_10_s() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         t0.abort();
         t1.abort();
-        let mut lines = Vec::new();
-        for (i, (s, base)) in [&s0, &s1].iter().zip(&baseline).enumerate() {
-            let samples = s.lock().unwrap().clone();
-            let in_freeze: Vec<&Sample> = samples
-                .iter()
-                .filter(|x| x.at >= frozen_at && x.at <= thawed_at + Duration::from_secs(1))
-                .collect();
-            let peak_rss = samples.iter().map(|x| x.rss_kib).max().unwrap_or(0);
-            let peak_threads = in_freeze.iter().map(|x| x.threads).max().unwrap_or(0);
-            let peak_fds = in_freeze.iter().map(|x| x.fds).max().unwrap_or(0);
-            let last = samples.last().copied().expect("sample");
-            lines.push(format!(
-                "n{i}: RSS {} → peak {} → {} KiB, threads {} → peak {}, fds {} → peak {}",
-                base.rss_kib,
-                peak_rss,
-                last.rss_kib,
-                base.threads,
-                peak_threads,
-                base.fds,
-                peak_fds
-            ));
-            assert!(
-                peak_rss <= base.rss_kib + 32 * 1024,
-                "n{i}: memory piled up while PostgreSQL was frozen: {} → {} KiB",
-                base.rss_kib,
-                peak_rss
-            );
-            assert!(
-                peak_threads <= base.threads + 8,
-                "n{i}: threads piled up: {} → {peak_threads}",
-                base.threads
-            );
-            assert!(
-                peak_fds <= base.fds + 40,
-                "n{i}: file descriptors piled up: {} → {peak_fds}",
-                base.fds
-            );
-            let queue = c.metric(i, "db_writer_queue").await.unwrap_or(-1.0);
-            assert_eq!(queue, 0.0, "n{i}: writer queue after recovery");
-        }
         c.note(format!(
             "PostgreSQL frozen (SIGSTOP, postmaster + {} children) for {}: readyz 503 in {}, \
              API 503 `unavailable` in {}; {} `unavailable` answers to sends, slowest {} \
@@ -1907,16 +1908,55 @@ async fn chaos_postgres_frozen_for_10_s() {
             secs(during.unavailable_wait_max),
             secs(wait_bound)
         ));
-        for l in lines {
-            c.note(l);
-        }
         c.note(format!(
-            "after SIGCONT: 30 acks in {}, all nodes ready in {}, writer queues empty",
+            "after SIGCONT: 30 acks in {}, all nodes ready in {}",
             secs(back),
             secs(ready)
         ));
+        // No pile-up: memory, threads and file descriptors stay near where they were.
+        let mut piled = Vec::new();
+        for (i, (s, base)) in [&s0, &s1].iter().zip(&baseline).enumerate() {
+            let samples = s.lock().unwrap().clone();
+            let in_freeze: Vec<&Sample> = samples
+                .iter()
+                .filter(|x| x.at >= frozen_at && x.at <= thawed_at + Duration::from_secs(1))
+                .collect();
+            let peak_rss = samples.iter().map(|x| x.rss_kib).max().unwrap_or(0);
+            let peak_threads = in_freeze.iter().map(|x| x.threads).max().unwrap_or(0);
+            let peak_fds = in_freeze.iter().map(|x| x.fds).max().unwrap_or(0);
+            let last = samples.last().copied().expect("sample");
+            c.note(format!(
+                "n{i}: RSS {} KiB before, peak {} KiB, {} KiB after; threads {} → peak {}; \
+                 fds {} → peak {}",
+                base.rss_kib,
+                peak_rss,
+                last.rss_kib,
+                base.threads,
+                peak_threads,
+                base.fds,
+                peak_fds
+            ));
+            if peak_rss > base.rss_kib + 32 * 1024 {
+                piled.push(format!("n{i}: RSS {} → {peak_rss} KiB", base.rss_kib));
+            }
+            if peak_threads > base.threads + 8 {
+                piled.push(format!("n{i}: threads {} → {peak_threads}", base.threads));
+            }
+            if peak_fds > base.fds + 40 {
+                piled.push(format!("n{i}: fds {} → {peak_fds}", base.fds));
+            }
+        }
+        assert!(
+            piled.is_empty(),
+            "piled up while PostgreSQL was frozen: {piled:?}"
+        );
         load.progress(60, Duration::from_secs(20), "later").await;
         load.finish(&mut c).await;
+        // Nothing left behind in the writers once the clients are done.
+        for i in 0..c.nodes.len() {
+            let queue = c.metric(i, "db_writer_queue").await;
+            assert_eq!(queue, Some(0.0), "n{i}: writer queue after the load");
+        }
         c.write_summary("ok");
     })
     .await;
@@ -2238,9 +2278,9 @@ async fn flood(addr: String, site: String, name: String, n: usize, body: Arc<Str
 #[ignore = "chaos suite: run by scripts/chaos.sh"]
 async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
     bounded("slow-client", Duration::from_secs(120), async {
-        const QUEUE: usize = 300;
+        const QUEUE: usize = 100;
         const VISITORS: usize = 4;
-        const PER_VISITOR: usize = 1000;
+        const PER_VISITOR: usize = 600;
         let queue = QUEUE.to_string();
         let mut c = Cluster::start(
             "slow-client",
@@ -2274,25 +2314,13 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
                 }
             }
         });
-        // Warm-up with the same traffic shape, then the baseline.
         let big = Arc::new("字".repeat(4000));
-        let warm = flood(
-            addr.clone(),
-            c.site_key.clone(),
-            "warm".into(),
-            200,
-            big.clone(),
-        )
-        .await;
-        assert_eq!(warm, 200);
-        tokio::time::sleep(Duration::from_secs(1)).await;
         let pid = c.nodes[0].pid();
-        let base = c.nodes[0].rss_kib();
-        let (samples, sampling) = sampler(pid, Duration::from_millis(100));
         let agents = r#"websocket_connections{role="agent"}"#;
+        let metrics_url = c.nodes[0].url("/metrics");
         let agent_sockets = async |want: f64| {
             let started = Instant::now();
-            while c.metric(0, agents).await != Some(want) {
+            while metric_at(&c.http, &metrics_url, agents).await != Some(want) {
                 assert!(
                     started.elapsed() < Duration::from_secs(3),
                     "{want} agent sockets"
@@ -2300,43 +2328,65 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
+        // One flood of VISITORS × PER_VISITOR messages; answers how long it took and the
+        // node's RSS before it and at its peak.
+        let phase = async |name: &str| {
+            let before = c.nodes[0].rss_kib();
+            let (samples, sampling) = sampler(pid, Duration::from_millis(100));
+            let started = Instant::now();
+            let floods: Vec<_> = (0..VISITORS)
+                .map(|i| {
+                    tokio::spawn(flood(
+                        addr.clone(),
+                        c.site_key.clone(),
+                        format!("{name}{i}"),
+                        PER_VISITOR,
+                        big.clone(),
+                    ))
+                })
+                .collect();
+            let mut acks = 0;
+            for f in floods {
+                acks += f.await.expect("flood");
+            }
+            let took = started.elapsed();
+            assert_eq!(
+                acks,
+                VISITORS * PER_VISITOR,
+                "every flood message acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sampling.abort();
+            let peak = samples.lock().unwrap().iter().map(|s| s.rss_kib).max();
+            (took, before, peak.unwrap_or(before))
+        };
+
+        // Warm-up, then a control: the flood with only the healthy console, twice, so the
+        // allocator and the caches reach their working size.
         agent_sockets(1.0).await;
+        let (_, before_w, peak_w) = phase("w").await;
+        let (took_a, before_a, peak_a) = phase("a").await;
+
+        // The same flood with a console that never reads.
         let slow_ws = never_reading_agent(&addr, &slow).await;
         agent_sockets(2.0).await;
+        let http = c.http.clone();
+        let url = metrics_url.clone();
         let flood_at = Instant::now();
-        let floods: Vec<_> = (0..VISITORS)
-            .map(|i| {
-                tokio::spawn(flood(
-                    addr.clone(),
-                    c.site_key.clone(),
-                    format!("f{i}"),
-                    PER_VISITOR,
-                    big.clone(),
-                ))
-            })
-            .collect();
-        // The slow console is dropped by the node while the flood goes on.
-        let cut_after = loop {
-            if c.metric(0, agents).await == Some(1.0) {
-                break flood_at.elapsed();
+        let cut = tokio::spawn(async move {
+            loop {
+                if metric_at(&http, &url, agents).await == Some(1.0) {
+                    return Some(flood_at.elapsed());
+                }
+                if flood_at.elapsed() > Duration::from_secs(60) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(
-                flood_at.elapsed() < Duration::from_secs(40),
-                "the slow client was never disconnected"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let mut acks = 0;
-        for f in floods {
-            acks += f.await.expect("flood");
-        }
-        let flood_took = flood_at.elapsed();
-        assert_eq!(
-            acks,
-            VISITORS * PER_VISITOR,
-            "every flood message acknowledged"
-        );
-        let total = 200 + VISITORS * PER_VISITOR;
+        });
+        let (took_b, before_b, peak_b) = phase("b").await;
+        let cut_after = cut.await.expect("watcher");
+        let total = 3 * VISITORS * PER_VISITOR;
         let started = Instant::now();
         while created.load(std::sync::atomic::Ordering::Relaxed) < total {
             assert!(
@@ -2346,53 +2396,61 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        sampling.abort();
-        let samples = samples.lock().unwrap().clone();
-        let peak = samples.iter().map(|s| s.rss_kib).max().unwrap_or(base);
         let end = c.nodes[0].rss_kib();
-        let too_slow = c
-            .metric(0, "slow_client_disconnects_total")
+        let too_slow = metric_at(&c.http, &metrics_url, "slow_client_disconnects_total")
             .await
             .unwrap_or(0.0);
-        // What the slow client was sent, had the node buffered it all.
-        let offered_kib = (VISITORS * PER_VISITOR * (big.len() + 300) / 1024) as u64;
-        assert!(
-            peak.saturating_sub(base) < offered_kib / 2,
-            "RSS grew {} KiB while {offered_kib} KiB were sent to a client that does not read",
-            peak.saturating_sub(base)
-        );
         // Its socket is gone: reading it now ends (reset or close), never a live stream.
         let mut slow_ws = slow_ws;
         let mut frames = 0usize;
         let ending = loop {
             match tokio::time::timeout(Duration::from_secs(10), slow_ws.next()).await {
                 Ok(Some(Ok(Message::Close(f)))) => {
-                    break format!("close {:?}", f.map(|f| u16::from(f.code)))
+                    break format!("a close frame {:?}", f.map(|f| u16::from(f.code)))
                 }
                 Ok(Some(Ok(_))) => frames += 1,
                 Ok(Some(Err(e))) => break format!("error: {e}"),
                 Ok(None) => break "end of stream".to_string(),
-                Err(_) => panic!("the slow client's socket is still open"),
+                Err(_) => break "nothing (still open)".to_string(),
             }
         };
         healthy_task.abort();
+        // What the slow console was sent during the second flood.
+        let offered_kib = (VISITORS * PER_VISITOR * (big.len() + 300) / 1024) as u64;
         c.note(format!(
-            "slow console (SO_RCVBUF 4 KiB, never reads; queue bound {QUEUE}) while {} messages \
-             of {} KiB were published: disconnected {} after the flood began \
-             (slow_client_disconnects_total {too_slow}); when read afterwards it had {frames} \
-             frames, then {ending}",
+            "slow console (SO_RCVBUF 4 KiB, never reads; queue bound {QUEUE} frames) while \
+             {} messages of {} KiB ({offered_kib} KiB) were published: disconnected {} after \
+             the flood began (slow_client_disconnects_total {too_slow}); read afterwards it \
+             held {frames} frames, then {ending}",
             VISITORS * PER_VISITOR,
             big.len() / 1024,
-            secs(cut_after)
+            cut_after.map(secs).unwrap_or_else(|| "never".into())
         ));
+        let grew_a = peak_a.saturating_sub(peak_w.max(before_a));
+        let grew_b = peak_b.saturating_sub(peak_a.max(before_b));
         c.note(format!(
-            "node RSS {base} KiB before, peak {peak} KiB, {end} KiB after ({offered_kib} KiB \
-             offered to the slow client); flood of {} messages acknowledged in {}; the healthy \
-             console got all {total}",
-            VISITORS * PER_VISITOR,
-            secs(flood_took)
+            "node RSS (KiB): warm-up flood {before_w} → peak {peak_w}; same flood again \
+             {before_a} → peak {peak_a} (+{grew_a}, {}); with the slow console {before_b} → \
+             peak {peak_b} (+{grew_b}, {}); {end} at the end; the healthy console got all \
+             {total} messages",
+            secs(took_a),
+            secs(took_b)
         ));
+        assert!(
+            cut_after.is_some(),
+            "the slow client was never disconnected"
+        );
+        assert!(
+            ending != "nothing (still open)",
+            "the slow client's socket is still open"
+        );
+        // Flat: the flood with the slow console costs about what it costs without one (an
+        // unbounded queue would hold all of `offered_kib`).
+        assert!(
+            grew_b <= grew_a + offered_kib / 3,
+            "RSS grew {grew_b} KiB with a non-reading client ({grew_a} KiB without; \
+             {offered_kib} KiB offered to it)"
+        );
         c.write_summary("ok");
     })
     .await;
