@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use common::private_pg::PrivatePg;
 use common::private_redis::PrivateRedis;
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::{SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -2068,8 +2068,54 @@ async fn chaos_sigterm_of_a_node_under_load() {
         load.progress(60, Duration::from_secs(20), "warm-up").await;
         let port = c.nodes[0].port;
         let victims = load.on_port(port);
+        // Make commits slow for the conversations of the visitors on n0, so writes are
+        // pending when the signal comes: the test holds their rows locked for a second.
+        // And a probe visitor on n0 that never resends: what it queued can only be stored
+        // by n0 itself, flushing its writer while it stops.
+        let mut probe = common::WsClient::connect(
+            &format!("ws://{}/ws/visitor?site={}", c.nodes[0].addr(), c.site_key),
+            None,
+        )
+        .await
+        .expect("probe visitor");
+        probe.recv_until("session.welcome").await;
+        let first = common::send_and_ack(&mut probe, "probe-0", "probe before the stop").await;
+        let probe_conv = first["conversation_id"]
+            .as_str()
+            .expect("conversation")
+            .to_string();
+        let mut held: Vec<String> = victims
+            .iter()
+            .filter_map(|&i| load.clients[i].st.lock().unwrap().own_conv.clone())
+            .map(|c| format!("'{c}'"))
+            .collect();
+        held.push(format!("'{probe_conv}'"));
+        let mut locker = AsyncPgConnection::establish(&c.db_url)
+            .await
+            .expect("connect");
+        locker
+            .batch_execute(&format!(
+                "BEGIN; SELECT id FROM conversations WHERE id IN ({}) FOR UPDATE",
+                held.join(",")
+            ))
+            .await
+            .expect("lock the conversations");
+        const PENDING: usize = 5;
+        for k in 1..=PENDING {
+            probe
+                .send_json(
+                    json!({"type": "message.send", "client_msg_id": format!("probe-{k}"),
+                                  "body": format!("pending at the stop {k}")}),
+                )
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let at = Instant::now();
         c.nodes[0].signal("TERM");
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            locker.batch_execute("COMMIT").await.expect("unlock");
+        });
         // It stops accepting at once.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let refused = tokio::time::timeout(
@@ -2084,6 +2130,7 @@ async fn chaos_sigterm_of_a_node_under_load() {
             !matches!(refused, Ok(Ok(_))),
             "a stopping node accepted a new WebSocket"
         );
+        release.await.expect("unlocked");
         let status = c.nodes[0]
             .wait_exit(Duration::from_secs(15))
             .await
@@ -2095,10 +2142,21 @@ async fn chaos_sigterm_of_a_node_under_load() {
             "exit status after SIGTERM: {status}"
         );
         let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+        let stop = log
+            .split_once("signal received")
+            .map(|(_, after)| after.to_string())
+            .expect("the node logged the signal");
         assert!(
-            log.contains("stopping: closing"),
+            stop.contains("stopping: closing"),
             "no graceful stop in the log"
         );
+        // Pending writes are committed while the connections they use still live.
+        for bad in ["database unavailable", "did not drain", "internal error"] {
+            assert!(
+                !stop.contains(bad),
+                "while stopping the node logged {bad:?}:\n{stop}"
+            );
+        }
         let after = load
             .progress(60, Duration::from_secs(20), "after SIGTERM")
             .await;
@@ -2121,15 +2179,33 @@ async fn chaos_sigterm_of_a_node_under_load() {
             worst = worst.max(gap);
         }
         c.note(format!(
-            "SIGTERM to n0 with {} clients on it: new connections refused, every socket closed \
-             with 1001, exit 0 after {}; clients on other nodes within {}; 60 more acks {} \
-             after the signal",
+            "SIGTERM to n0 with {} clients on it (commits to {} of its conversations, the \
+             probe's included, held up for 1 s): new connections refused, every socket \
+             closed with 1001, exit 0 after {}; clients on other nodes within {}; 60 more \
+             acks {} after the signal",
             moves.len(),
+            held.len(),
             secs(exit_took),
             secs(worst),
             secs(after)
         ));
         load.finish(&mut c).await;
+        // Every write n0 had queued when it stopped was committed.
+        let stored = sql_rows(
+            &c.db_url,
+            &format!(
+                "SELECT client_msg_id FROM messages WHERE conversation_id = '{probe_conv}' \
+                 AND client_msg_id LIKE 'probe-%'"
+            ),
+        )
+        .await
+        .len();
+        c.note(format!(
+            "the probe's {PENDING} sends queued behind the held-up commit when the signal came \
+             (never resent): {} stored by the stopping node",
+            stored - 1
+        ));
+        assert_eq!(stored, 1 + PENDING, "writes pending at SIGTERM were lost");
         c.write_summary("ok");
     })
     .await;
