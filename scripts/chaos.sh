@@ -4,9 +4,8 @@
 #   scripts/chaos.sh                 every scenario (about 3 minutes)
 #   scripts/chaos.sh kill_9 frozen   only the scenarios whose test name contains a word
 #
-# Each scenario starts its own PostgreSQL (initdb into a temporary directory, so the
-# PostgreSQL server binaries must be installed: scripts/lib/services.sh ensure_postgres
-# does that) and its own redis-server on free ports, runs kefu nodes as processes of the
+# Each scenario starts its own PostgreSQL (initdb into a temporary directory; the server
+# binaries are installed here when missing) and its own redis-server on free ports, runs kefu nodes as processes of the
 # real binary, puts them under load with widget-like WebSocket clients, injects a fault
 # (kill -9, PostgreSQL restart or SIGSTOP, Redis restart, SIGTERM, rolling restart, a
 # client that never reads), heals it, and checks that every client ends with exactly the
@@ -26,13 +25,16 @@ export KEFU_ARTIFACTS_DIR="${KEFU_ARTIFACTS_DIR:-$PWD/artifacts}"
 mkdir -p "$KEFU_ARTIFACTS_DIR/chaos"
 rm -f "$KEFU_ARTIFACTS_DIR/chaos/summary.txt"
 
-missing=()
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=("PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb)")
-command -v redis-server >/dev/null 2>&1 || missing+=("redis-server")
-command -v pgrep >/dev/null 2>&1 || missing+=("pgrep (procps)")
-if ((${#missing[@]})); then
-    printf 'chaos: missing: %s\n' "${missing[@]}" >&2
-    exit 1
+# shellcheck source=scripts/lib/services.sh
+. scripts/lib/services.sh
+# What the scenarios run besides cargo: initdb/pg_ctl, redis-server, kill and pgrep.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    ensure_postgres
+fi
+command -v redis-server >/dev/null 2>&1 || kefu_apt_ensure redis-server
+# (kill: the program, which the tests run; the shell's builtin does not count.)
+if ! command -v pgrep >/dev/null 2>&1 || ! [[ -x /bin/kill || -x /usr/bin/kill ]]; then
+    kefu_apt_ensure procps
 fi
 
 # Many sockets per scenario.

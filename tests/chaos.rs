@@ -2356,7 +2356,7 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
     bounded("slow-client", Duration::from_secs(120), async {
         const QUEUE: usize = 100;
         const VISITORS: usize = 4;
-        const PER_VISITOR: usize = 600;
+        const PER_VISITOR: usize = 500;
         let queue = QUEUE.to_string();
         let mut c = Cluster::start(
             "slow-client",
