@@ -7,10 +7,10 @@
 # Each scenario starts its own PostgreSQL (initdb into a temporary directory; the server
 # binaries are installed here when missing) and its own redis-server on free ports, runs
 # kefu nodes as processes of the real binary, puts them under load with widget-like
-# WebSocket clients, injects a fault
-# (kill -9, PostgreSQL restart or SIGSTOP, Redis restart, SIGTERM, rolling restart, a
-# client that never reads), heals it, and checks that every client ends with exactly the
-# committed messages and that every acknowledged message is in PostgreSQL.
+# WebSocket clients, injects a fault (kill -9, PostgreSQL restart or SIGSTOP, Redis
+# restart, SIGTERM, rolling restart, a client that never reads), heals it, and checks
+# that every client ends with exactly the committed messages and that every acknowledged
+# message is in PostgreSQL.
 #
 # The scenarios are #[ignore]d in the ordinary `cargo test`/`cargo nextest` run (they
 # time things and need the machine to themselves); this script runs them with
