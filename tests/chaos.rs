@@ -135,6 +135,28 @@ async fn sql_rows(url: &str, sql: &str) -> Vec<Value> {
     }
 }
 
+/// Locks the rows of `conversations` in a transaction of the test's own, as a message
+/// writer would: commits to them wait until [`release`]. (Writes pending on purpose.)
+async fn hold_conversations(db_url: &str, conversations: &[String]) -> AsyncPgConnection {
+    let mut conn = AsyncPgConnection::establish(db_url).await.expect("connect");
+    let ids: Vec<String> = conversations.iter().map(|c| format!("'{c}'")).collect();
+    conn.batch_execute(&format!(
+        "BEGIN; SELECT id FROM conversations WHERE id IN ({}) FOR UPDATE",
+        ids.join(",")
+    ))
+    .await
+    .expect("lock the conversations");
+    conn
+}
+
+/// Releases [`hold_conversations`] after `after`.
+fn release(mut conn: AsyncPgConnection, after: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        conn.batch_execute("COMMIT").await.expect("unlock");
+    })
+}
+
 // --- PostgreSQL frozen with SIGSTOP --------------------------------------------------
 
 /// The postmaster and all its children stopped; continued on `thaw` or drop (so a failed
@@ -800,6 +822,8 @@ struct ClientState {
     /// Longest wait between a send and its `unavailable` answer.
     unavailable_wait_max: Duration,
     silent_resends: u64,
+    /// Sends already made once, made again on a new connection.
+    resent: u64,
     sessions: Vec<SessionLog>,
     connect_failures: u64,
     /// Failed connection attempts: port, why, how long the attempt took.
@@ -989,6 +1013,9 @@ impl ClientState {
             end: None,
         });
         for o in &mut self.outbox {
+            if o.first_sent.is_some() {
+                self.resent += 1;
+            }
             o.in_flight = false;
             o.retry_at = now;
         }
@@ -1321,6 +1348,7 @@ struct Totals {
     other_errors: BTreeMap<String, u64>,
     unavailable_wait_max: Duration,
     silent_resends: u64,
+    resent: u64,
     sessions: usize,
     connect_failures: u64,
     /// The slowest failed connection attempt: port, why, how long.
@@ -1349,6 +1377,7 @@ impl Load {
             }
             t.unavailable_wait_max = t.unavailable_wait_max.max(s.unavailable_wait_max);
             t.silent_resends += s.silent_resends;
+            t.resent += s.resent;
             t.sessions += s.sessions.len();
             t.connect_failures += s.connect_failures;
             for e in &s.connect_errors {
@@ -1659,12 +1688,13 @@ impl Load {
         ));
         c.note(format!(
             "ack latency (first send → ack, retries included): p99 {}, max {}; send errors {:?}; \
-             other errors {:?}; silent resends {}",
+             other errors {:?}; silent resends {}; resent after a reconnect {}",
             secs(totals.ack_latency_p99),
             secs(totals.ack_latency_max),
             totals.send_errors,
             totals.other_errors,
-            totals.silent_resends
+            totals.silent_resends,
+            totals.resent
         ));
         c.note(format!(
             "delivery: learnt by ack {}, live {}, resume {} (gap resumes {}); sessions {}, \
@@ -1716,14 +1746,25 @@ async fn chaos_kill_9_of_a_node_under_load() {
         load.progress(60, Duration::from_secs(20), "warm-up").await;
         let victim_port = c.nodes[0].port;
         let victims = load.on_port(victim_port);
+        // Commits to the conversations of n0's visitors wait on a lock, so sends are in
+        // flight (queued in n0's writer, or inside its open transaction) when it dies.
+        let held: Vec<String> = victims
+            .iter()
+            .filter_map(|&i| load.clients[i].st.lock().unwrap().own_conv.clone())
+            .collect();
+        let locker = hold_conversations(&c.db_url, &held).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let resent_before = load.totals().resent;
         let at = Instant::now();
         c.nodes[0].signal("KILL");
+        let released = release(locker, Duration::from_secs(1));
         let status = c.nodes[0]
             .wait_exit(Duration::from_secs(5))
             .await
             .expect("the node died");
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9));
+        released.await.expect("unlocked");
         let resumed = load
             .progress(60, Duration::from_secs(20), "after kill -9")
             .await;
@@ -1745,13 +1786,17 @@ async fn chaos_kill_9_of_a_node_under_load() {
             assert_ne!(m.to, victim_port, "{} reconnected to the dead node", m.name);
             worst = worst.max(gap);
         }
+        let resent = load.totals().resent - resent_before;
         c.note(format!(
-            "kill -9 of n0 with {} clients on it: all reconnected to another node, slowest in {}; \
-             60 more acks {} after the kill",
+            "kill -9 of n0 with {} clients on it, commits to {} of its conversations held up \
+             by a lock: all reconnected to another node, slowest in {}; {resent} unacknowledged \
+             send(s) resent after reconnecting; 60 more acks {} after the kill",
             moves.len(),
+            held.len(),
             secs(worst),
             secs(resumed)
         ));
+        assert!(resent > 0, "nothing was in flight when n0 died");
         load.progress(60, Duration::from_secs(20), "later").await;
         load.finish(&mut c).await;
         c.write_summary("ok");
@@ -2087,19 +2132,9 @@ async fn chaos_sigterm_of_a_node_under_load() {
         let mut held: Vec<String> = victims
             .iter()
             .filter_map(|&i| load.clients[i].st.lock().unwrap().own_conv.clone())
-            .map(|c| format!("'{c}'"))
             .collect();
-        held.push(format!("'{probe_conv}'"));
-        let mut locker = AsyncPgConnection::establish(&c.db_url)
-            .await
-            .expect("connect");
-        locker
-            .batch_execute(&format!(
-                "BEGIN; SELECT id FROM conversations WHERE id IN ({}) FOR UPDATE",
-                held.join(",")
-            ))
-            .await
-            .expect("lock the conversations");
+        held.push(probe_conv.clone());
+        let locker = hold_conversations(&c.db_url, &held).await;
         const PENDING: usize = 5;
         for k in 1..=PENDING {
             probe
@@ -2112,10 +2147,7 @@ async fn chaos_sigterm_of_a_node_under_load() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let at = Instant::now();
         c.nodes[0].signal("TERM");
-        let release = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            locker.batch_execute("COMMIT").await.expect("unlock");
-        });
+        let released = release(locker, Duration::from_secs(1));
         // It stops accepting at once.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let refused = tokio::time::timeout(
@@ -2130,7 +2162,7 @@ async fn chaos_sigterm_of_a_node_under_load() {
             !matches!(refused, Ok(Ok(_))),
             "a stopping node accepted a new WebSocket"
         );
-        release.await.expect("unlocked");
+        released.await.expect("unlocked");
         let status = c.nodes[0]
             .wait_exit(Duration::from_secs(15))
             .await
