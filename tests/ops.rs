@@ -192,6 +192,26 @@ async fn a_silent_client_is_dropped_after_the_client_timeout() {
     .await;
 }
 
+#[actix_web::test]
+async fn a_dropped_connection_is_not_counted_as_a_client_error() {
+    let app = TestApp::spawn().await;
+    let key = app.create_site().await;
+    let errors = r#"websocket_errors_total{code="bad_request"}"#;
+    let before = app.metric(errors).await;
+    for i in 0..3 {
+        let (mut v, _) = app.visitor(&key).await;
+        send_and_ack(&mut v, "m", &format!("bye {i}")).await;
+        // The tab closes without a close frame.
+        drop(v);
+    }
+    let series = r#"websocket_connections{role="visitor"}"#;
+    eventually("the connection gauge back to 0", || async {
+        (app.metric(series).await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(app.metric(errors).await, before);
+}
+
 /// An agent socket whose kernel receive buffer is tiny, so that a client that stops reading
 /// fills up quickly.
 async fn slow_agent(app: &TestApp, token: &str) -> WsClient {

@@ -858,6 +858,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
                 return self.invalid(ctx, AppError::bad_request("frame is not valid UTF-8"), None);
             }
+            // Any other I/O error is the connection going away (EOF without a close frame):
+            // not the client's mistake, and nobody left to tell.
+            Err(ws::ProtocolError::Io(e)) => {
+                log::debug!("session {}: connection lost: {e}", self.id);
+                self.closing = true;
+                ctx.stop();
+                return;
+            }
             Err(e) => {
                 // The codec cannot resynchronise after a protocol error: say why, then close.
                 log::debug!("session {}: protocol error: {e}", self.id);
