@@ -5,9 +5,12 @@ pub mod agents;
 pub mod assets;
 pub mod auth;
 pub mod conversations;
+pub mod csat;
+pub mod identity;
 pub mod ops;
 pub mod poll;
 pub mod sites;
+pub mod visitor_attributes;
 pub mod widget;
 pub mod ws;
 
@@ -91,6 +94,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/sites", web::get().to(sites::list))
     .route("/api/sites", web::post().to(sites::create))
     .route("/api/sites/{id}", web::patch().to(sites::update))
+    .route(
+        "/api/sites/{id}/identity_secret",
+        web::post().to(identity::create_secret),
+    )
+    .route(
+        "/api/sites/{id}/identity_secret",
+        web::delete().to(identity::delete_secret),
+    )
+    .route("/api/csat", web::get().to(csat::summary))
+    .route(
+        "/api/visitor/attributes",
+        web::patch().to(visitor_attributes::patch),
+    )
+    .route(
+        "/api/visitor/attributes",
+        web::method(actix_web::http::Method::OPTIONS).to(visitor_attributes::preflight),
+    )
     .route("/", web::get().to(assets::demo))
     .route("/widget.js", web::get().to(assets::widget_js))
     .route("/chat", web::get().to(assets::chat))
