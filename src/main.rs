@@ -179,7 +179,6 @@ fn demo(settings: &Settings) -> Result<(), String> {
                         "Hi! How can we help you today?".to_string(),
                         "We're away right now. Leave a message and we'll get back to you."
                             .to_string(),
-                        None,
                     )
                     .await?
                 }

@@ -81,7 +81,6 @@ pub async fn create(
     allowed_origins: Vec<String>,
     greeting: String,
     offline_message: String,
-    business_hours: Option<serde_json::Value>,
 ) -> AppResult<Site> {
     let now = Utc::now();
     let row = SiteRow {
@@ -93,7 +92,7 @@ pub async fn create(
         offline_message,
         created_at: now,
         updated_at: now,
-        business_hours,
+        business_hours: None,
         identity_secret: None,
     };
     let row: SiteRow = diesel::insert_into(sites::table)

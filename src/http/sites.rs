@@ -99,7 +99,14 @@ pub async fn create(
     let site = state
         .db
         .run(async |conn| {
-            crate::db::sites::create(conn, name, allowed, greeting, offline, hours).await
+            let site = crate::db::sites::create(conn, name, allowed, greeting, offline).await?;
+            let Some(hours) = hours else { return Ok(site) };
+            let patch = SitePatch {
+                business_hours: Some(Some(hours)),
+                ..SitePatch::default()
+            };
+            let updated = crate::db::sites::update(conn, site.id, patch).await?;
+            Ok(updated.unwrap_or(site))
         })
         .await?;
     Ok(HttpResponse::Created().json(site))
