@@ -5,17 +5,30 @@
 'use strict';
 
 const crypto = require('node:crypto');
+const http = require('node:http');
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { BASE, env, launch, watchedPage, waitUntil, widget, agentConsole, screenshot, assertNoProblems } = require('./lib/kefu');
 
 let browser;
 let admin; // bearer token of the bootstrap admin
+// The host pages: a local HTTP server of their own (another origin than kefu's; on
+// loopback too, which Chromium's local-network rules require of a page using kefu on
+// 127.0.0.1). Each page is registered under a path of its own.
+const pages = new Map();
+const hostServer = http.createServer((req, res) => {
+  const html = pages.get(req.url);
+  res.writeHead(html ? 200 : 404, { 'content-type': 'text/html; charset=utf-8' });
+  res.end(html || 'not found');
+});
+let HOST = '';
 before(async () => {
+  await new Promise((r) => hostServer.listen(0, '127.0.0.1', r));
+  HOST = 'http://127.0.0.1:' + hostServer.address().port;
   browser = await launch();
   admin = (await call('POST', '/api/auth/login', { email: env('KEFU_ADMIN_EMAIL'), password: env('KEFU_ADMIN_PASSWORD') })).token;
 });
-after(async () => { await browser?.close(); });
+after(async () => { await browser?.close(); hostServer.close(); });
 
 async function call(method, path, body, token) {
   const res = await fetch(BASE() + path, {
@@ -28,23 +41,19 @@ async function call(method, path, body, token) {
   return data;
 }
 
-const HOST = 'http://shop.test';
-
 /**
- * A context whose http://shop.test/ is a host page embedding the widget of `key` from
- * kefu (another origin), after `head` (the queueing stub and early calls).
+ * A browser context and the URL of a host page embedding the widget of `key` from kefu
+ * (another origin), after `head` (the queueing stub and early calls).
  */
 async function hostContext(key, head, tagAttributes) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 820 } });
-  await ctx.route(HOST + '/**', (route) => route.fulfill({
-    contentType: 'text/html; charset=utf-8',
-    body: `<!doctype html><html><head><title>Shop</title><script>
+  ctx.url = HOST + '/shop-' + pages.size + '.html';
+  pages.set(ctx.url.slice(HOST.length), `<!doctype html><html><head><title>Shop</title><script>
       window.events = [];
       window.kefu = window.kefu || function () { (kefu.q = kefu.q || []).push(arguments); };
       ${head || ''}
     </script></head><body><h1>Shop</h1>
-    <script src="${BASE()}/widget.js" data-site="${key}" ${tagAttributes || ''} async></script></body></html>`,
-  }));
+    <script src="${BASE()}/widget.js" data-site="${key}" ${tagAttributes || ''} async></script></body></html>`);
   return ctx;
 }
 
@@ -73,7 +82,7 @@ test('the widget JS API: queued calls, open/close, events and setAttributes', { 
   const ctx = await hostContext(site.widget_key, EVENTS_HEAD + `
     kefu('setAttributes', { plan: 'pro', seats: 12 });`);
   const page = await watchedPage(ctx);
-  await page.goto(HOST + '/');
+  await page.goto(ctx.url);
   // Calls queued before the script loaded ran: the listeners hear "ready".
   await waitUntil(async () => (await events(page, 'ready')).length === 1, { what: 'the ready event' });
   assert.equal(typeof (await events(page, 'ready'))[0].visitor_id, 'string');
@@ -140,7 +149,7 @@ test('setUser: a verified customer has the same conversation in two browsers; a 
   const laptopCtx = await hostContext(site.widget_key, EVENTS_HEAD + `
     kefu('setUser', { user_id: ${JSON.stringify(userId)}, user_hash: ${JSON.stringify(hash)}, name: 'Mei Lin', email: 'mei@example.com' });`);
   const laptop = await watchedPage(laptopCtx);
-  await laptop.goto(HOST + '/');
+  await laptop.goto(laptopCtx.url);
   await widget.open(laptop);
   const first = 'Sent from the laptop ' + Date.now();
   await widget.send(laptop, first);
@@ -152,7 +161,7 @@ test('setUser: a verified customer has the same conversation in two browsers; a 
   // Phone: another browser context (no shared storage), the user as tag attributes.
   const phoneCtx = await hostContext(site.widget_key, EVENTS_HEAD, `data-user-id="${userId}" data-user-hash="${hash}"`);
   const phone = await watchedPage(phoneCtx);
-  await phone.goto(HOST + '/');
+  await phone.goto(phoneCtx.url);
   await widget.open(phone);
   await waitUntil(async () => (await widget.bodies(phone)).includes(first), { what: 'the laptop message on the phone' });
   const second = 'And from the phone ' + Date.now();
@@ -168,7 +177,7 @@ test('setUser: a verified customer has the same conversation in two browsers; a 
   const forged = await watchedPage(forgedCtx);
   const warnings = [];
   forged.on('console', (m) => { if (m.type() === 'warning') warnings.push(m.text()); });
-  await forged.goto(HOST + '/');
+  await forged.goto(forgedCtx.url);
   await waitUntil(async () => (await events(forged, 'error')).length > 0, { timeout: 45000, what: 'the refused identity reported' });
   assert.match((await events(forged, 'error'))[0].message, /identity verification failed/);
   assert.ok(warnings.some((w) => /identity verification failed/.test(w)), 'a console warning for the developer');
@@ -191,7 +200,7 @@ test('outside business hours the widget shows the offline message and asks for a
   });
   const ctx = await hostContext(site.widget_key, '');
   const page = await watchedPage(ctx);
-  await page.goto(HOST + '/');
+  await page.goto(ctx.url);
   await widget.open(page);
   const w = page.locator('[data-kefu-widget]');
   await waitUntil(async () => (await w.locator('.banner').isVisible()) && (await w.locator('.banner').textContent()) === 'We are closed now. We will reply by email.', { what: 'the offline message' });
