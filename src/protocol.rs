@@ -342,6 +342,12 @@ pub enum ServerFrame<'a> {
     },
     #[serde(rename = "presence.update")]
     Presence { agent_id: Uuid, status: AgentStatus },
+    #[serde(rename = "visitor.online")]
+    VisitorOnline {
+        visitor: &'a crate::presence::OnlineVisitor,
+    },
+    #[serde(rename = "visitor.offline")]
+    VisitorOffline { visitor_id: Uuid },
     #[serde(rename = "pong")]
     Pong {},
     #[serde(rename = "error")]

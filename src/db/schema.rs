@@ -23,6 +23,7 @@ diesel::table! {
         attributes -> Jsonb,
         created_at -> Timestamptz,
         last_seen_at -> Timestamptz,
+        visit_started_at -> Timestamptz,
     }
 }
 

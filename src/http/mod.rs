@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod ops;
 pub mod poll;
 pub mod sites;
+pub mod visitors;
 pub mod widget;
 pub mod ws;
 
@@ -84,6 +85,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/conversations/{id}/read",
         web::post().to(conversations::read),
+    )
+    .route("/api/visitors/online", web::get().to(visitors::online))
+    .route(
+        "/api/visitors/{id}/greet",
+        web::post().to(visitors::greet),
     )
     .route("/api/agents", web::get().to(agents::list))
     .route("/api/agents", web::post().to(agents::create))

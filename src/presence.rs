@@ -1,0 +1,577 @@
+//! Visitors online now: who is on the site (over a WebSocket or long-polling), on which
+//! page, since when — the agents' "online now" list, from which an agent greets a visitor
+//! first.
+//!
+//! Each node tracks its own connections in a [`Presence`] registry (held by the bus, which
+//! also uses it to hand a conversation created for a visitor — by an agent's greeting — to
+//! the visitor's open sessions). With Redis, every node writes its visitors to
+//! `<prefix>:presence:<visitor_id>` (a hash: node → record, expiring) indexed by the sorted
+//! set `<prefix>:presence` (visitor → expiry), refreshed every [`REFRESH`]: any node can
+//! list everybody, and a node that dies drops out after [`TTL`]. Without Redis a node lists
+//! its own visitors.
+//!
+//! Agents hear of changes live: `visitor.online {visitor}` when a visitor arrives or moves
+//! to another page, `visitor.offline {visitor_id}` when the visitor's last connection on
+//! any node has been closed for [`GRACE`] (so going from page to page, which reconnects,
+//! does not flicker).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::bus::Event;
+use crate::error::AppResult;
+use crate::protocol::{Conversation, Site, Visitor};
+use crate::state::AppState;
+
+/// A visitor whose last connection closed stays online this long (page navigations and
+/// the gaps between two long-polls reconnect within it).
+pub const GRACE: Duration = Duration::from_secs(8);
+/// How often a node rewrites its visitors in Redis.
+pub const REFRESH: Duration = Duration::from_secs(10);
+/// A node's records expire this long after their last refresh (the node died).
+pub const TTL: Duration = Duration::from_secs(35);
+/// How often connected visitors are marked seen in PostgreSQL (their visit goes on).
+const SEEN_EVERY: Duration = Duration::from_secs(60);
+/// Longest page URL, title or referrer kept in the list.
+const MAX_FIELD: usize = 1000;
+
+/// One visitor online now, as agents see it (`GET /api/visitors/online`, `visitor.online`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineVisitor {
+    /// The visitor's id.
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub site_name: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub page_url: Option<String>,
+    pub page_title: Option<String>,
+    pub referrer: Option<String>,
+    /// When this visit began: time on site is `now - visit_started_at`.
+    pub visit_started_at: DateTime<Utc>,
+    /// Last change (arrival, page, name).
+    pub updated_at: DateTime<Utc>,
+    /// The visitor's latest conversation (filled in by the HTTP list only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Conversation>,
+}
+
+fn attribute(v: &Visitor, key: &str) -> Option<String> {
+    v.attributes
+        .get(key)
+        .and_then(|x| x.as_str())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.chars().take(MAX_FIELD).collect())
+}
+
+impl OnlineVisitor {
+    pub fn new(site: &Site, v: &Visitor) -> OnlineVisitor {
+        OnlineVisitor {
+            id: v.id,
+            site_id: site.id,
+            site_name: site.name.clone(),
+            name: v.name.clone(),
+            email: v.email.clone(),
+            page_url: attribute(v, "page_url"),
+            page_title: attribute(v, "page_title"),
+            referrer: attribute(v, "referrer"),
+            // Until PostgreSQL says when the visit began (a moment later).
+            visit_started_at: Utc::now(),
+            updated_at: Utc::now(),
+            conversation: None,
+        }
+    }
+
+    /// Takes what a profile update changed; true when an agent would see a difference.
+    fn absorb(&mut self, v: &Visitor) -> bool {
+        let (name, email) = (v.name.clone(), v.email.clone());
+        let (page_url, page_title, referrer) = (
+            attribute(v, "page_url"),
+            attribute(v, "page_title"),
+            attribute(v, "referrer"),
+        );
+        let changed = name != self.name
+            || email != self.email
+            || page_url != self.page_url
+            || page_title != self.page_title
+            || referrer != self.referrer;
+        if changed {
+            self.name = name;
+            self.email = email;
+            self.page_url = page_url;
+            self.page_title = page_title;
+            self.referrer = referrer;
+            self.updated_at = Utc::now();
+        }
+        changed
+    }
+
+    /// The same visitor seen on another node: earliest visit start, latest page.
+    fn merge(&mut self, other: OnlineVisitor) {
+        let started = self.visit_started_at.min(other.visit_started_at);
+        if other.updated_at > self.updated_at {
+            *self = other;
+        }
+        self.visit_started_at = started;
+    }
+}
+
+/// A conversation was created for this visitor (an agent greeted first, or another tab sent
+/// the first message): the session takes it up — joins its room, shows its messages.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptConversation(pub Box<Conversation>);
+
+/// How a visitor is connected to this node.
+#[derive(Clone)]
+pub enum Link {
+    Socket(Recipient<AdoptConversation>),
+    /// A long-poll waiting for the visitor's first conversation.
+    Poll(Arc<Notify>),
+}
+
+struct Entry {
+    record: OnlineVisitor,
+    links: HashMap<u64, Link>,
+    /// When the last link closed.
+    left_at: Option<Instant>,
+}
+
+/// The visitors connected to this node. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Presence {
+    inner: Arc<Mutex<HashMap<Uuid, Entry>>>,
+}
+
+impl Presence {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Uuid, Entry>) -> T) -> T {
+        let mut map = match self.inner.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut map)
+    }
+
+    /// A connection of the visitor opened; true when the visitor was not online here.
+    pub fn join(&self, record: OnlineVisitor, link_id: u64, link: Link) -> bool {
+        self.with(|map| match map.get_mut(&record.id) {
+            Some(e) => {
+                e.links.insert(link_id, link);
+                e.left_at = None;
+                false
+            }
+            None => {
+                let id = record.id;
+                let mut links = HashMap::new();
+                links.insert(link_id, link);
+                map.insert(
+                    id,
+                    Entry {
+                        record,
+                        links,
+                        left_at: None,
+                    },
+                );
+                true
+            }
+        })
+    }
+
+    /// A connection closed; the visitor stays listed for [`GRACE`].
+    pub fn leave(&self, visitor_id: Uuid, link_id: u64) {
+        self.with(|map| {
+            if let Some(e) = map.get_mut(&visitor_id) {
+                e.links.remove(&link_id);
+                if e.links.is_empty() {
+                    e.left_at = Some(Instant::now());
+                }
+            }
+        })
+    }
+
+    /// A profile update; the new record when agents would see a change.
+    pub fn update(&self, v: &Visitor) -> Option<OnlineVisitor> {
+        self.with(|map| {
+            let e = map.get_mut(&v.id)?;
+            e.record.absorb(v).then(|| e.record.clone())
+        })
+    }
+
+    fn set_visit_started(&self, id: Uuid, at: DateTime<Utc>) -> Option<OnlineVisitor> {
+        self.with(|map| {
+            let e = map.get_mut(&id)?;
+            e.record.visit_started_at = at;
+            Some(e.record.clone())
+        })
+    }
+
+    /// Hands a conversation created for a visitor to its connections on this node.
+    pub fn adopt(&self, conversation: &Conversation) {
+        self.with(|map| {
+            if let Some(e) = map.get(&conversation.visitor_id) {
+                for link in e.links.values() {
+                    match link {
+                        Link::Socket(r) => r.do_send(AdoptConversation(Box::new(
+                            conversation.clone(),
+                        ))),
+                        Link::Poll(n) => n.notify_waiters(),
+                    }
+                }
+            }
+        })
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<OnlineVisitor> {
+        self.with(|map| map.get(&id).map(|e| e.record.clone()))
+    }
+
+    /// Every visitor listed by this node.
+    pub fn all(&self) -> Vec<OnlineVisitor> {
+        self.with(|map| map.values().map(|e| e.record.clone()).collect())
+    }
+
+    /// Removes the visitors whose last link closed `grace` ago; answers their ids.
+    fn expire(&self, grace: Duration) -> Vec<Uuid> {
+        self.with(|map| {
+            let gone: Vec<Uuid> = map
+                .iter()
+                .filter(|(_, e)| e.links.is_empty() && e.left_at.is_some_and(|t| t.elapsed() >= grace))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &gone {
+                map.remove(id);
+            }
+            gone
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.with(|map| map.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The node's side: PostgreSQL for the visit start, Redis for the shared list, the bus for
+// live updates.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// Unix milliseconds after which the record is stale (its node stopped refreshing).
+    expires_ms: i64,
+    visitor: OnlineVisitor,
+}
+
+fn index_key(state: &AppState) -> String {
+    format!("{}:presence", state.settings.redis_prefix)
+}
+
+fn visitor_key(state: &AppState, id: Uuid) -> String {
+    format!("{}:presence:{id}", state.settings.redis_prefix)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Writes records of this node to Redis (one round trip per chunk).
+async fn store(state: &AppState, records: &[OnlineVisitor]) {
+    let Some(redis) = &state.redis else { return };
+    let expires = now_ms() + TTL.as_millis() as i64;
+    for chunk in records.chunks(500) {
+        let mut pipe = redis::pipe();
+        for r in chunk {
+            let Ok(json) = serde_json::to_string(&Stored {
+                expires_ms: expires,
+                visitor: r.clone(),
+            }) else {
+                continue;
+            };
+            let key = visitor_key(state, r.id);
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(&state.node_id)
+                .arg(json)
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(TTL.as_millis() as i64)
+                .ignore();
+            pipe.cmd("ZADD")
+                .arg(index_key(state))
+                .arg(expires)
+                .arg(r.id.to_string())
+                .ignore();
+        }
+        let _: Option<()> = redis.query_pipe("presence_store", &pipe).await;
+    }
+}
+
+fn live(values: Vec<String>, now: i64) -> Vec<OnlineVisitor> {
+    values
+        .into_iter()
+        .filter_map(|v| serde_json::from_str::<Stored>(&v).ok())
+        .filter(|s| s.expires_ms > now)
+        .map(|s| s.visitor)
+        .collect()
+}
+
+/// Drops this node's record of a visitor; true when another node still has the visitor.
+async fn forget(state: &AppState, id: Uuid) -> bool {
+    let Some(redis) = &state.redis else {
+        return false;
+    };
+    let key = visitor_key(state, id);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HDEL").arg(&key).arg(&state.node_id).ignore();
+    pipe.cmd("HVALS").arg(&key);
+    let Some((values,)) = redis
+        .query_pipe::<(Vec<String>,)>("presence_forget", &pipe)
+        .await
+    else {
+        return false;
+    };
+    if !live(values, now_ms()).is_empty() {
+        return true;
+    }
+    let mut cmd = redis::cmd("ZREM");
+    cmd.arg(index_key(state)).arg(id.to_string());
+    let _: Option<i64> = redis.query("presence_forget", &cmd).await;
+    false
+}
+
+/// A visitor's connection (a socket, or a long-poll) opened on this node.
+pub fn connected(state: &AppState, site: &Site, visitor: &Visitor, link_id: u64, link: Link) {
+    if !state
+        .bus
+        .presence
+        .join(OnlineVisitor::new(site, visitor), link_id, link)
+    {
+        return;
+    }
+    let state = state.clone();
+    let id = visitor.id;
+    actix_web::rt::spawn(async move {
+        let started = state
+            .db
+            .run(async |conn| crate::db::visitors::visit_started(conn, id).await)
+            .await;
+        let record = match started {
+            Ok(Some(at)) => state.bus.presence.set_visit_started(id, at),
+            _ => state.bus.presence.get(id),
+        };
+        if let Some(record) = record {
+            store(&state, std::slice::from_ref(&record)).await;
+            state.bus.publish(Event::VisitorOnline { visitor: record });
+        }
+    });
+}
+
+/// A visitor's connection closed.
+pub fn disconnected(state: &AppState, visitor_id: Uuid, link_id: u64) {
+    state.bus.presence.leave(visitor_id, link_id);
+}
+
+/// The visitor's profile changed (another page, a name): tell agents.
+pub fn profile_changed(state: &AppState, visitor: &Visitor) {
+    if let Some(record) = state.bus.presence.update(visitor) {
+        let state = state.clone();
+        actix_web::rt::spawn(async move {
+            store(&state, std::slice::from_ref(&record)).await;
+            state.bus.publish(Event::VisitorOnline { visitor: record });
+        });
+    }
+}
+
+/// Expires visitors who left, refreshes this node's records in Redis, and marks connected
+/// visitors seen. Runs for the life of the node.
+pub fn spawn_upkeep(state: &AppState) {
+    let state = state.clone();
+    actix_web::rt::spawn(async move {
+        let mut last_refresh = Instant::now();
+        let mut last_seen = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for id in state.bus.presence.expire(GRACE) {
+                if !forget(&state, id).await {
+                    state.bus.publish(Event::VisitorOffline { visitor_id: id });
+                }
+            }
+            if last_refresh.elapsed() >= REFRESH {
+                last_refresh = Instant::now();
+                let all = state.bus.presence.all();
+                store(&state, &all).await;
+            }
+            if last_seen.elapsed() >= SEEN_EVERY {
+                last_seen = Instant::now();
+                let ids: Vec<Uuid> = state.bus.presence.all().iter().map(|r| r.id).collect();
+                if let Err(e) = state
+                    .db
+                    .run(async |conn| crate::db::visitors::touch_seen(conn, &ids).await)
+                    .await
+                {
+                    log::debug!("presence: cannot mark visitors seen: {e}");
+                }
+            }
+        }
+    });
+}
+
+/// Everybody online on any node (this node's own list when Redis is off or down), most
+/// recent arrivals first, at most `limit`.
+pub async fn list(state: &AppState, limit: usize) -> Vec<OnlineVisitor> {
+    let mut merged: HashMap<Uuid, OnlineVisitor> = HashMap::new();
+    let mut add = |r: OnlineVisitor| match merged.get_mut(&r.id) {
+        Some(known) => known.merge(r),
+        None => {
+            merged.insert(r.id, r);
+        }
+    };
+    if let Some(redis) = &state.redis {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(index_key(state))
+            .arg("-inf")
+            .arg(now)
+            .ignore();
+        pipe.cmd("ZRANGE").arg(index_key(state)).arg(0).arg(-1);
+        let ids = redis
+            .query_pipe::<(Vec<String>,)>("presence_list", &pipe)
+            .await
+            .map(|(ids,)| ids)
+            .unwrap_or_default();
+        for chunk in ids.chunks(500) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HVALS")
+                    .arg(format!("{}:presence:{id}", state.settings.redis_prefix));
+            }
+            if let Some(rows) = redis
+                .query_pipe::<Vec<Vec<String>>>("presence_list", &pipe)
+                .await
+            {
+                for values in rows {
+                    live(values, now).into_iter().for_each(&mut add);
+                }
+            }
+        }
+    }
+    // This node's own are always current, also while Redis is away.
+    state.bus.presence.all().into_iter().for_each(&mut add);
+    let mut all: Vec<OnlineVisitor> = merged.into_values().collect();
+    all.sort_by(|a, b| {
+        b.visit_started_at
+            .cmp(&a.visit_started_at)
+            .then(a.id.cmp(&b.id))
+    });
+    all.truncate(limit);
+    all
+}
+
+/// Whether the visitor is connected to any node now.
+pub async fn is_online(state: &AppState, id: Uuid) -> bool {
+    if state.bus.presence.get(id).is_some() {
+        return true;
+    }
+    let Some(redis) = &state.redis else {
+        return false;
+    };
+    let mut cmd = redis::cmd("HVALS");
+    cmd.arg(visitor_key(state, id));
+    redis
+        .query::<Vec<String>>("presence_get", &cmd)
+        .await
+        .is_some_and(|values| !live(values, now_ms()).is_empty())
+}
+
+/// The visitors online now with their latest conversations.
+pub async fn list_with_conversations(
+    state: &AppState,
+    limit: usize,
+) -> AppResult<Vec<OnlineVisitor>> {
+    let mut all = list(state, limit).await;
+    let ids: Vec<Uuid> = all.iter().map(|r| r.id).collect();
+    let convs = state
+        .db
+        .run(async |conn| crate::db::conversations::latest_for_visitors(conn, &ids).await)
+        .await?;
+    let mut by_visitor: HashMap<Uuid, Conversation> =
+        convs.into_iter().map(|c| (c.visitor_id, c)).collect();
+    for r in &mut all {
+        r.conversation = by_visitor.remove(&r.id);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: Uuid, started: i64, updated: i64, page: &str) -> OnlineVisitor {
+        OnlineVisitor {
+            id,
+            site_id: Uuid::nil(),
+            site_name: "Shop".into(),
+            name: None,
+            email: None,
+            page_url: Some(page.into()),
+            page_title: None,
+            referrer: None,
+            visit_started_at: DateTime::from_timestamp(started, 0).unwrap_or_default(),
+            updated_at: DateTime::from_timestamp(updated, 0).unwrap_or_default(),
+            conversation: None,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_earliest_visit_and_the_latest_page() {
+        let id = Uuid::new_v4();
+        let mut a = record(id, 100, 200, "/a");
+        a.merge(record(id, 150, 300, "/b"));
+        assert_eq!(a.page_url.as_deref(), Some("/b"));
+        assert_eq!(a.visit_started_at.timestamp(), 100);
+        let mut b = record(id, 150, 300, "/b");
+        b.merge(record(id, 100, 200, "/a"));
+        assert_eq!(b.page_url.as_deref(), Some("/b"));
+        assert_eq!(b.visit_started_at.timestamp(), 100);
+    }
+
+    #[test]
+    fn a_visitor_stays_listed_for_the_grace_period_after_leaving() {
+        let p = Presence::default();
+        let id = Uuid::new_v4();
+        let n = Arc::new(Notify::new());
+        assert!(p.join(record(id, 1, 1, "/"), 1, Link::Poll(n.clone())));
+        assert!(!p.join(record(id, 1, 1, "/"), 2, Link::Poll(n.clone())));
+        p.leave(id, 1);
+        assert!(p.expire(Duration::ZERO).is_empty(), "one link is still open");
+        p.leave(id, 2);
+        assert!(p.expire(Duration::from_secs(60)).is_empty(), "within grace");
+        assert_eq!(p.expire(Duration::ZERO), vec![id]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn stale_redis_records_are_ignored() {
+        let id = Uuid::new_v4();
+        let fresh = serde_json::to_string(&Stored {
+            expires_ms: 2_000,
+            visitor: record(id, 1, 1, "/"),
+        })
+        .unwrap_or_default();
+        assert_eq!(live(vec![fresh.clone(), "garbage".into()], 1_000).len(), 1);
+        assert!(live(vec![fresh], 3_000).is_empty());
+    }
+}
