@@ -12,8 +12,8 @@
 //!
 //! Agents hear of changes live: `visitor.online {visitor}` when a visitor arrives or moves
 //! to another page, `visitor.offline {visitor_id}` when the visitor's last connection on
-//! any node has been closed for [`GRACE`] (so going from page to page, which reconnects,
-//! does not flicker).
+//! any node has been closed for `KEFU_PRESENCE_GRACE_SECS` (8 s; going from page to page
+//! reconnects within it, so it does not flicker).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,9 +30,6 @@ use crate::error::AppResult;
 use crate::protocol::{Conversation, Site, Visitor};
 use crate::state::AppState;
 
-/// A visitor whose last connection closed stays online this long (page navigations and
-/// the gaps between two long-polls reconnect within it).
-pub const GRACE: Duration = Duration::from_secs(8);
 /// How often a node rewrites its visitors in Redis.
 pub const REFRESH: Duration = Duration::from_secs(10);
 /// A node's records expire this long after their last refresh (the node died).
@@ -184,7 +181,7 @@ impl Presence {
         })
     }
 
-    /// A connection closed; the visitor stays listed for [`GRACE`].
+    /// A connection closed; the visitor stays listed for the grace period.
     pub fn leave(&self, visitor_id: Uuid, link_id: u64) {
         self.with(|map| {
             if let Some(e) = map.get_mut(&visitor_id) {
@@ -218,9 +215,9 @@ impl Presence {
             if let Some(e) = map.get(&conversation.visitor_id) {
                 for link in e.links.values() {
                     match link {
-                        Link::Socket(r) => r.do_send(AdoptConversation(Box::new(
-                            conversation.clone(),
-                        ))),
+                        Link::Socket(r) => {
+                            r.do_send(AdoptConversation(Box::new(conversation.clone())))
+                        }
                         Link::Poll(n) => n.notify_waiters(),
                     }
                 }
@@ -242,7 +239,9 @@ impl Presence {
         self.with(|map| {
             let gone: Vec<Uuid> = map
                 .iter()
-                .filter(|(_, e)| e.links.is_empty() && e.left_at.is_some_and(|t| t.elapsed() >= grace))
+                .filter(|(_, e)| {
+                    e.links.is_empty() && e.left_at.is_some_and(|t| t.elapsed() >= grace)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in &gone {
@@ -401,9 +400,11 @@ pub fn spawn_upkeep(state: &AppState) {
     actix_web::rt::spawn(async move {
         let mut last_refresh = Instant::now();
         let mut last_seen = Instant::now();
+        let grace = Duration::from_secs(state.settings.presence_grace_secs);
+        let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            for id in state.bus.presence.expire(GRACE) {
+            tokio::time::sleep(tick).await;
+            for id in state.bus.presence.expire(grace) {
                 if !forget(&state, id).await {
                     state.bus.publish(Event::VisitorOffline { visitor_id: id });
                 }
@@ -556,7 +557,10 @@ mod tests {
         assert!(p.join(record(id, 1, 1, "/"), 1, Link::Poll(n.clone())));
         assert!(!p.join(record(id, 1, 1, "/"), 2, Link::Poll(n.clone())));
         p.leave(id, 1);
-        assert!(p.expire(Duration::ZERO).is_empty(), "one link is still open");
+        assert!(
+            p.expire(Duration::ZERO).is_empty(),
+            "one link is still open"
+        );
         p.leave(id, 2);
         assert!(p.expire(Duration::from_secs(60)).is_empty(), "within grace");
         assert_eq!(p.expire(Duration::ZERO), vec![id]);

@@ -876,8 +876,7 @@ impl Handler<AdoptConversation> for WsSession {
         else {
             return;
         };
-        if conv.visitor_id != visitor.id || conversation.as_ref().is_some_and(|c| c.id == conv.id)
-        {
+        if conv.visitor_id != visitor.id || conversation.as_ref().is_some_and(|c| c.id == conv.id) {
             return;
         }
         let id = conv.id;

@@ -136,8 +136,10 @@ pub async fn touch_seen(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> AppResult
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(diesel::update(visitors::table.filter(visitors::id.eq_any(ids)))
-        .set(visitors::last_seen_at.eq(Utc::now()))
-        .execute(conn)
-        .await?)
+    Ok(
+        diesel::update(visitors::table.filter(visitors::id.eq_any(ids)))
+            .set(visitors::last_seen_at.eq(Utc::now()))
+            .execute(conn)
+            .await?,
+    )
 }

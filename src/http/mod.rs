@@ -87,10 +87,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(conversations::read),
     )
     .route("/api/visitors/online", web::get().to(visitors::online))
-    .route(
-        "/api/visitors/{id}/greet",
-        web::post().to(visitors::greet),
-    )
+    .route("/api/visitors/{id}/greet", web::post().to(visitors::greet))
     .route("/api/agents", web::get().to(agents::list))
     .route("/api/agents", web::post().to(agents::create))
     .route("/api/agents/{id}", web::patch().to(agents::update))

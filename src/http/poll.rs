@@ -595,9 +595,7 @@ pub async fn poll(
     let latest = async || {
         state
             .db
-            .run(async |conn| {
-                crate::db::conversations::latest_for_visitor(conn, visitor_id).await
-            })
+            .run(async |conn| crate::db::conversations::latest_for_visitor(conn, visitor_id).await)
             .await
     };
     let conv = match latest().await? {
