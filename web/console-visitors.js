@@ -128,7 +128,7 @@
         el('span', { class: 'v-name', text: who(v) }),
         el('span', { class: 'v-time', title: 'Time on site', text: onSite(v) }),
       ]),
-      el('div', { class: 'v-row2' }, [page]),
+      el('div', { class: 'v-row2' }, [page, v.page_title ? el('span', { class: 'v-path', text: pathOf(v.page_url) }) : null]),
       el('div', { class: 'v-row3' }, [
         el('span', { class: 'v-site', text: v.site_name || '' }),
         v.referrer ? el('span', { class: 'v-ref', title: v.referrer, text: 'from ' + hostOf(v.referrer) }) : null,
@@ -225,6 +225,16 @@
     try {
       const u = new URL(url);
       return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : '';
+    } catch (_) {
+      return '';
+    }
+  }
+
+  /** The path and query of a page URL (the title says which site). */
+  function pathOf(url) {
+    try {
+      const u = new URL(url);
+      return u.pathname + u.search;
     } catch (_) {
       return '';
     }
