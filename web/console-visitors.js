@@ -257,6 +257,7 @@
     $('visitors-pane').hidden = !on;
     document.querySelector('.app > .list-pane:not(.visitors-pane)').hidden = on;
     $('visitors-nav').setAttribute('aria-current', String(on));
+    $('thread-empty').textContent = on ? 'Greet a visitor, or pick a conversation.' : 'Pick a conversation on the left.';
     if (on) {
       for (const b of document.querySelectorAll('[data-view], [data-status]')) b.setAttribute('aria-current', 'false');
       render();

@@ -36,11 +36,14 @@ test('an agent greets a visitor from the online list; the visitor sees it and an
   assert.match(await entry.locator('.v-time').textContent(), /^\d+ s$|min/);
   assert.ok(Number(await agent.locator('#visitors-count').textContent()) >= 1, 'the sidebar counts visitors online');
 
-  // The host page names the visitor (with markup: it stays text in the list).
-  await visitor.evaluate((name) => window.Kefu.identify({ name }), EVIL);
-  await waitUntil(async () => (await entry.locator('.v-name').textContent()) === EVIL, { what: 'the visitor name in the list, as text' });
-  assert.equal(await agent.locator('#visitors img').count(), 0);
+  // The host page names the visitor: the list follows live.
+  await visitor.evaluate(() => window.Kefu.identify({ name: 'Maria Lopez', email: 'maria@example.com' }));
+  await waitUntil(async () => (await entry.locator('.v-name').textContent()) === 'Maria Lopez', { what: 'the visitor name in the list' });
   await screenshot(agent, 'console-visitors');
+  // Markup in a name stays text in the list.
+  await visitor.evaluate((name) => window.Kefu.identify({ name }), EVIL);
+  await waitUntil(async () => (await entry.locator('.v-name').textContent()) === EVIL, { what: 'the markup name in the list, as text' });
+  assert.equal(await agent.locator('#visitors img').count(), 0);
 
   // Greet: the conversation opens for the agent, assigned to them.
   await entry.locator('.v-greet').click();
