@@ -281,6 +281,46 @@ async fn an_agent_greets_a_visitor_first_across_nodes() {
 }
 
 #[actix_web::test]
+async fn a_second_tab_takes_up_the_conversation_the_first_tab_started() {
+    let app = spawn().await;
+    let key = app.create_site().await;
+    let agent = app.online_agent("Tab", 5).await;
+    let (mut tab1, welcome) = app.visitor(&key).await;
+    let token = id(&welcome["token"]);
+    let (mut tab2, again) = app.visitor_again(&key, &token).await;
+    assert!(again["conversation"].is_null());
+
+    // The first tab's first message opens the conversation; the second tab, open since
+    // before, learns of it and shows the message without a reload.
+    let first = send_and_ack(&mut tab1, "t1", "Hello from tab one").await;
+    let conv = id(&first["conversation_id"]);
+    tab2.recv_until_where("conversation.updated", |f| {
+        f["conversation"]["id"] == conv.as_str()
+    })
+    .await;
+    // In its history, or live if it joined the room before the commit: once either way.
+    let mut seen: Vec<Value> = Vec::new();
+    while seen.is_empty() {
+        let f = tab2.recv_json().await;
+        match f["type"].as_str() {
+            Some("message.history") => seen.extend(f["messages"].as_array().unwrap().clone()),
+            Some("message.created") => seen.push(f["message"].clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(seen[0]["body"], "Hello from tab one");
+    assert_eq!(seen[0]["seq"], 1);
+
+    // Both tabs get the agent's reply live.
+    let (status, _) = app
+        .reply(&agent.token, &conv, "r1", "Hi both tabs", false)
+        .await;
+    assert_eq!(status, 201);
+    recv_message(&mut tab1, "Hi both tabs").await;
+    recv_message(&mut tab2, "Hi both tabs").await;
+}
+
+#[actix_web::test]
 async fn greeting_bad_requests_are_refused_clearly() {
     let app = spawn().await;
     let key = app.create_site().await;
