@@ -4,11 +4,12 @@
 //!
 //! Each node tracks its own connections in a [`Presence`] registry (held by the bus, which
 //! also uses it to hand a conversation created for a visitor — by an agent's greeting — to
-//! the visitor's open sessions). With Redis, every node writes its visitors to
-//! `<prefix>:presence:<visitor_id>` (a hash: node → record, expiring) indexed by the sorted
-//! set `<prefix>:presence` (visitor → expiry), refreshed every [`REFRESH`]: any node can
-//! list everybody, and a node that dies drops out after [`TTL`]. Without Redis a node lists
-//! its own visitors.
+//! the visitor's open sessions). With Redis, every node writes its visitors to its own hash
+//! `<prefix>:presence:node:<node_id>` (visitor → record) as they come, go and move, and
+//! every [`REFRESH`] renews that hash's expiry and its entry in the sorted set
+//! `<prefix>:presence:nodes` (node → expiry) — two commands per node, whatever the number
+//! of visitors. Any node lists everybody from the live nodes' hashes; a node that dies
+//! drops out after [`TTL`]. Without Redis a node lists its own visitors.
 //!
 //! Agents hear of changes live: `visitor.online {visitor}` when a visitor arrives or moves
 //! to another page, `visitor.offline {visitor_id}` when the visitor's last connection on
@@ -265,89 +266,112 @@ impl Presence {
 // live updates.
 // ---------------------------------------------------------------------------------------
 
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    /// Unix milliseconds after which the record is stale (its node stopped refreshing).
-    expires_ms: i64,
-    visitor: OnlineVisitor,
+fn nodes_key(state: &AppState) -> String {
+    format!("{}:presence:nodes", state.settings.redis_prefix)
 }
 
-fn index_key(state: &AppState) -> String {
-    format!("{}:presence", state.settings.redis_prefix)
-}
-
-fn visitor_key(state: &AppState, id: Uuid) -> String {
-    format!("{}:presence:{id}", state.settings.redis_prefix)
+fn node_key(state: &AppState, node: &str) -> String {
+    format!("{}:presence:node:{node}", state.settings.redis_prefix)
 }
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// Writes records of this node to Redis (one round trip per chunk).
+/// Writes records of this node to its hash (one round trip per chunk).
 async fn store(state: &AppState, records: &[OnlineVisitor]) {
     let Some(redis) = &state.redis else { return };
-    let expires = now_ms() + TTL.as_millis() as i64;
+    let key = node_key(state, &state.node_id);
     for chunk in records.chunks(500) {
         let mut pipe = redis::pipe();
         for r in chunk {
-            let Ok(json) = serde_json::to_string(&Stored {
-                expires_ms: expires,
-                visitor: r.clone(),
-            }) else {
+            let Ok(json) = serde_json::to_string(r) else {
                 continue;
             };
-            let key = visitor_key(state, r.id);
             pipe.cmd("HSET")
                 .arg(&key)
-                .arg(&state.node_id)
+                .arg(r.id.to_string())
                 .arg(json)
                 .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(&key)
-                .arg(TTL.as_millis() as i64)
-                .ignore();
-            pipe.cmd("ZADD")
-                .arg(index_key(state))
-                .arg(expires)
-                .arg(r.id.to_string())
-                .ignore();
         }
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(TTL.as_millis() as i64)
+            .ignore();
         let _: Option<()> = redis.query_pipe("presence_store", &pipe).await;
     }
 }
 
-fn live(values: Vec<String>, now: i64) -> Vec<OnlineVisitor> {
-    values
-        .into_iter()
-        .filter_map(|v| serde_json::from_str::<Stored>(&v).ok())
-        .filter(|s| s.expires_ms > now)
-        .map(|s| s.visitor)
-        .collect()
+/// Keeps this node's hash alive; rewrites it whole when Redis lost it (restarted,
+/// flushed, or this node could not refresh in time).
+async fn refresh(state: &AppState) {
+    let Some(redis) = &state.redis else { return };
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZADD")
+        .arg(nodes_key(state))
+        .arg(now_ms() + TTL.as_millis() as i64)
+        .arg(&state.node_id)
+        .ignore();
+    pipe.cmd("PEXPIRE")
+        .arg(node_key(state, &state.node_id))
+        .arg(TTL.as_millis() as i64);
+    if let Some((0,)) = redis.query_pipe::<(i64,)>("presence_refresh", &pipe).await {
+        store(state, &state.bus.presence.all()).await;
+    }
 }
 
-/// Drops this node's record of a visitor; true when another node still has the visitor.
-async fn forget(state: &AppState, id: Uuid) -> bool {
-    let Some(redis) = &state.redis else {
-        return false;
-    };
-    let key = visitor_key(state, id);
+/// The nodes whose records are current.
+async fn live_nodes(state: &AppState) -> Option<Vec<String>> {
+    let redis = state.redis.as_ref()?;
     let mut pipe = redis::pipe();
-    pipe.cmd("HDEL").arg(&key).arg(&state.node_id).ignore();
-    pipe.cmd("HVALS").arg(&key);
-    let Some((values,)) = redis
-        .query_pipe::<(Vec<String>,)>("presence_forget", &pipe)
+    pipe.cmd("ZREMRANGEBYSCORE")
+        .arg(nodes_key(state))
+        .arg("-inf")
+        .arg(now_ms())
+        .ignore();
+    pipe.cmd("ZRANGE").arg(nodes_key(state)).arg(0).arg(-1);
+    redis
+        .query_pipe::<(Vec<String>,)>("presence_nodes", &pipe)
         .await
-    else {
+        .map(|(nodes,)| nodes)
+}
+
+/// Whether another node has the visitor.
+async fn elsewhere(state: &AppState, id: Uuid) -> bool {
+    let (Some(redis), Some(nodes)) = (&state.redis, live_nodes(state).await) else {
         return false;
     };
-    if !live(values, now_ms()).is_empty() {
+    let others: Vec<&String> = nodes.iter().filter(|n| **n != state.node_id).collect();
+    if others.is_empty() {
+        return false;
+    }
+    let mut pipe = redis::pipe();
+    for n in &others {
+        pipe.cmd("HEXISTS")
+            .arg(node_key(state, n))
+            .arg(id.to_string());
+    }
+    redis
+        .query_pipe::<Vec<bool>>("presence_elsewhere", &pipe)
+        .await
+        .is_some_and(|found| found.into_iter().any(|b| b))
+}
+
+/// Drops this node's records of visitors; `false` when Redis could not be told (try again
+/// later, or the visitors would stay listed while this node lives).
+async fn forget(state: &AppState, ids: &[Uuid]) -> bool {
+    let Some(redis) = &state.redis else {
+        return true;
+    };
+    if ids.is_empty() {
         return true;
     }
-    let mut cmd = redis::cmd("ZREM");
-    cmd.arg(index_key(state)).arg(id.to_string());
-    let _: Option<i64> = redis.query("presence_forget", &cmd).await;
-    false
+    let mut cmd = redis::cmd("HDEL");
+    cmd.arg(node_key(state, &state.node_id));
+    for id in ids {
+        cmd.arg(id.to_string());
+    }
+    redis.query::<i64>("presence_forget", &cmd).await.is_some()
 }
 
 /// A visitor's connection (a socket, or a long-poll) opened on this node.
@@ -393,26 +417,36 @@ pub fn profile_changed(state: &AppState, visitor: &Visitor) {
     }
 }
 
-/// Expires visitors who left, refreshes this node's records in Redis, and marks connected
-/// visitors seen. Runs for the life of the node.
+/// Expires visitors who left, keeps this node's records alive in Redis, and marks
+/// connected visitors seen. Runs for the life of the node.
 pub fn spawn_upkeep(state: &AppState) {
     let state = state.clone();
     actix_web::rt::spawn(async move {
-        let mut last_refresh = Instant::now();
+        let mut last_refresh: Option<Instant> = None;
         let mut last_seen = Instant::now();
+        let mut unforgotten: Vec<Uuid> = Vec::new();
         let grace = Duration::from_secs(state.settings.presence_grace_secs);
         let tick = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
+            if last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {
+                last_refresh = Some(Instant::now());
+                refresh(&state).await;
+            }
             tokio::time::sleep(tick).await;
-            for id in state.bus.presence.expire(grace) {
-                if !forget(&state, id).await {
+            // (A visitor back here meanwhile has a fresh record: keep it.)
+            unforgotten.retain(|id| state.bus.presence.get(*id).is_none());
+            if forget(&state, &unforgotten).await {
+                unforgotten.clear();
+            }
+            let gone = state.bus.presence.expire(grace);
+            if !forget(&state, &gone).await {
+                unforgotten.extend(&gone);
+            }
+            for id in gone {
+                // Still on another node (a tab there, or the next page loaded there)?
+                if !elsewhere(&state, id).await {
                     state.bus.publish(Event::VisitorOffline { visitor_id: id });
                 }
-            }
-            if last_refresh.elapsed() >= REFRESH {
-                last_refresh = Instant::now();
-                let all = state.bus.presence.all();
-                store(&state, &all).await;
             }
             if last_seen.elapsed() >= SEEN_EVERY {
                 last_seen = Instant::now();
@@ -439,37 +473,25 @@ pub async fn list(state: &AppState, limit: usize) -> Vec<OnlineVisitor> {
             merged.insert(r.id, r);
         }
     };
-    if let Some(redis) = &state.redis {
-        let now = now_ms();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(index_key(state))
-            .arg("-inf")
-            .arg(now)
-            .ignore();
-        pipe.cmd("ZRANGE").arg(index_key(state)).arg(0).arg(-1);
-        let ids = redis
-            .query_pipe::<(Vec<String>,)>("presence_list", &pipe)
-            .await
-            .map(|(ids,)| ids)
-            .unwrap_or_default();
-        for chunk in ids.chunks(500) {
+    if let (Some(redis), Some(nodes)) = (&state.redis, live_nodes(state).await) {
+        let others: Vec<&String> = nodes.iter().filter(|n| **n != state.node_id).collect();
+        if !others.is_empty() {
             let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HVALS")
-                    .arg(format!("{}:presence:{id}", state.settings.redis_prefix));
+            for n in &others {
+                pipe.cmd("HVALS").arg(node_key(state, n));
             }
             if let Some(rows) = redis
                 .query_pipe::<Vec<Vec<String>>>("presence_list", &pipe)
                 .await
             {
-                for values in rows {
-                    live(values, now).into_iter().for_each(&mut add);
-                }
+                rows.into_iter()
+                    .flatten()
+                    .filter_map(|v| serde_json::from_str::<OnlineVisitor>(&v).ok())
+                    .for_each(&mut add);
             }
         }
     }
-    // This node's own are always current, also while Redis is away.
+    // This node's own straight from memory: always current, also while Redis is away.
     state.bus.presence.all().into_iter().for_each(&mut add);
     let mut all: Vec<OnlineVisitor> = merged.into_values().collect();
     all.sort_by(|a, b| {
@@ -483,18 +505,7 @@ pub async fn list(state: &AppState, limit: usize) -> Vec<OnlineVisitor> {
 
 /// Whether the visitor is connected to any node now.
 pub async fn is_online(state: &AppState, id: Uuid) -> bool {
-    if state.bus.presence.get(id).is_some() {
-        return true;
-    }
-    let Some(redis) = &state.redis else {
-        return false;
-    };
-    let mut cmd = redis::cmd("HVALS");
-    cmd.arg(visitor_key(state, id));
-    redis
-        .query::<Vec<String>>("presence_get", &cmd)
-        .await
-        .is_some_and(|values| !live(values, now_ms()).is_empty())
+    state.bus.presence.get(id).is_some() || elsewhere(state, id).await
 }
 
 /// The visitors online now with their latest conversations.
@@ -565,17 +576,5 @@ mod tests {
         assert!(p.expire(Duration::from_secs(60)).is_empty(), "within grace");
         assert_eq!(p.expire(Duration::ZERO), vec![id]);
         assert!(p.is_empty());
-    }
-
-    #[test]
-    fn stale_redis_records_are_ignored() {
-        let id = Uuid::new_v4();
-        let fresh = serde_json::to_string(&Stored {
-            expires_ms: 2_000,
-            visitor: record(id, 1, 1, "/"),
-        })
-        .unwrap_or_default();
-        assert_eq!(live(vec![fresh.clone(), "garbage".into()], 1_000).len(), 1);
-        assert!(live(vec![fresh], 3_000).is_empty());
     }
 }
