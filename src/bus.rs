@@ -56,13 +56,14 @@ pub enum Event {
         agent_id: Uuid,
         status: AgentStatus,
     },
-    /// A visitor arrived or moved to another page (the agents' "online now" list).
-    VisitorOnline {
-        visitor: OnlineVisitor,
+    /// Visitors arrived or moved to another page (the agents' "online now" list), batched
+    /// per node and tick so a crowd arriving does not flood agents' sockets.
+    VisitorsOnline {
+        visitors: Vec<OnlineVisitor>,
     },
-    /// The visitor's last connection on any node closed.
-    VisitorOffline {
-        visitor_id: Uuid,
+    /// Visitors whose last connection on any node closed.
+    VisitorsOffline {
+        visitor_ids: Vec<Uuid>,
     },
     /// An agent's tokens were revoked (logout everywhere, disabled): close its sockets.
     AgentRevoked {
@@ -85,8 +86,8 @@ impl Event {
             } => Some(*conversation_id),
             Event::Presence { .. }
             | Event::AgentRevoked { .. }
-            | Event::VisitorOnline { .. }
-            | Event::VisitorOffline { .. } => None,
+            | Event::VisitorsOnline { .. }
+            | Event::VisitorsOffline { .. } => None,
         }
     }
 
@@ -137,11 +138,10 @@ impl Event {
                 status: *status,
             }
             .encode(),
-            Event::VisitorOnline { visitor } => ServerFrame::VisitorOnline { visitor }.encode(),
-            Event::VisitorOffline { visitor_id } => ServerFrame::VisitorOffline {
-                visitor_id: *visitor_id,
+            Event::VisitorsOnline { visitors } => ServerFrame::VisitorOnline { visitors }.encode(),
+            Event::VisitorsOffline { visitor_ids } => {
+                ServerFrame::VisitorOffline { visitor_ids }.encode()
             }
-            .encode(),
             Event::AgentRevoked { .. } => return None,
         };
         Some(text)

@@ -11,10 +11,11 @@
 //! of visitors. Any node lists everybody from the live nodes' hashes; a node that dies
 //! drops out after [`TTL`]. Without Redis a node lists its own visitors.
 //!
-//! Agents hear of changes live: `visitor.online {visitor}` when a visitor arrives or moves
-//! to another page, `visitor.offline {visitor_id}` when the visitor's last connection on
-//! any node has been closed for `KEFU_PRESENCE_GRACE_SECS` (8 s; going from page to page
-//! reconnects within it, so it does not flicker).
+//! Agents hear of changes live, batched per node each tick (≤ 1 s): `visitor.online
+//! {visitors:[…]}` when visitors arrive or move to another page, `visitor.offline
+//! {visitor_ids:[…]}` when a visitor's last connection on any node has been closed for
+//! `KEFU_PRESENCE_GRACE_SECS` (8 s; going from page to page reconnects within it, so it
+//! does not flicker). Batching keeps a crowd arriving from flooding agents' sockets.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -140,6 +141,10 @@ struct Entry {
     links: HashMap<u64, Link>,
     /// When the last link closed.
     left_at: Option<Instant>,
+    /// Agents and Redis have not heard of the latest record yet.
+    changed: bool,
+    /// The visit's start is still to be read from PostgreSQL.
+    unstarted: bool,
 }
 
 /// The visitors connected to this node. Cheap to clone.
@@ -157,8 +162,18 @@ impl Presence {
         f(&mut map)
     }
 
-    /// A connection of the visitor opened; true when the visitor was not online here.
-    pub fn join(&self, record: OnlineVisitor, link_id: u64, link: Link) -> bool {
+    /// A connection of the visitor opened; true when the visitor was not online here (it is
+    /// announced with the next tick). `started` is the visit's start when already known.
+    pub fn join(
+        &self,
+        mut record: OnlineVisitor,
+        started: Option<DateTime<Utc>>,
+        link_id: u64,
+        link: Link,
+    ) -> bool {
+        if let Some(at) = started {
+            record.visit_started_at = at;
+        }
         self.with(|map| match map.get_mut(&record.id) {
             Some(e) => {
                 e.links.insert(link_id, link);
@@ -175,6 +190,8 @@ impl Presence {
                         record,
                         links,
                         left_at: None,
+                        changed: true,
+                        unstarted: started.is_none(),
                     },
                 );
                 true
@@ -194,19 +211,50 @@ impl Presence {
         })
     }
 
-    /// A profile update; the new record when agents would see a change.
-    pub fn update(&self, v: &Visitor) -> Option<OnlineVisitor> {
+    /// A profile update; true when agents would see a change (announced with the next
+    /// tick).
+    pub fn update(&self, v: &Visitor) -> bool {
         self.with(|map| {
-            let e = map.get_mut(&v.id)?;
-            e.record.absorb(v).then(|| e.record.clone())
+            let Some(e) = map.get_mut(&v.id) else {
+                return false;
+            };
+            let changed = e.record.absorb(v);
+            e.changed |= changed;
+            changed
         })
     }
 
-    fn set_visit_started(&self, id: Uuid, at: DateTime<Utc>) -> Option<OnlineVisitor> {
+    /// Visitors whose visit start is still to be read (flag cleared).
+    fn take_unstarted(&self) -> Vec<Uuid> {
         self.with(|map| {
-            let e = map.get_mut(&id)?;
-            e.record.visit_started_at = at;
-            Some(e.record.clone())
+            map.iter_mut()
+                .filter(|(_, e)| e.unstarted)
+                .map(|(id, e)| {
+                    e.unstarted = false;
+                    *id
+                })
+                .collect()
+        })
+    }
+
+    fn set_visit_started(&self, id: Uuid, at: DateTime<Utc>) {
+        self.with(|map| {
+            if let Some(e) = map.get_mut(&id) {
+                e.record.visit_started_at = at;
+            }
+        })
+    }
+
+    /// Records agents have not heard of yet (flag cleared).
+    fn take_changed(&self) -> Vec<OnlineVisitor> {
+        self.with(|map| {
+            map.values_mut()
+                .filter(|e| e.changed)
+                .map(|e| {
+                    e.changed = false;
+                    e.record.clone()
+                })
+                .collect()
         })
     }
 
@@ -374,31 +422,18 @@ async fn forget(state: &AppState, ids: &[Uuid]) -> bool {
     redis.query::<i64>("presence_forget", &cmd).await.is_some()
 }
 
-/// A visitor's connection (a socket, or a long-poll) opened on this node.
+/// A visitor's connection (a socket, or a long-poll) opened on this node. Agents hear of
+/// it with the next tick (batched).
 pub fn connected(state: &AppState, site: &Site, visitor: &Visitor, link_id: u64, link: Link) {
-    if !state
-        .bus
-        .presence
-        .join(OnlineVisitor::new(site, visitor), link_id, link)
-    {
-        return;
-    }
-    let state = state.clone();
-    let id = visitor.id;
-    actix_web::rt::spawn(async move {
-        let started = state
-            .db
-            .run(async |conn| crate::db::visitors::visit_started(conn, id).await)
-            .await;
-        let record = match started {
-            Ok(Some(at)) => state.bus.presence.set_visit_started(id, at),
-            _ => state.bus.presence.get(id),
-        };
-        if let Some(record) = record {
-            store(&state, std::slice::from_ref(&record)).await;
-            state.bus.publish(Event::VisitorOnline { visitor: record });
-        }
-    });
+    // A visitor created moments ago starts its first visit now: no need to ask PostgreSQL.
+    let fresh =
+        Utc::now().signed_duration_since(visitor.created_at) < chrono::Duration::seconds(60);
+    state.bus.presence.join(
+        OnlineVisitor::new(site, visitor),
+        fresh.then_some(visitor.created_at),
+        link_id,
+        link,
+    );
 }
 
 /// A visitor's connection closed.
@@ -406,13 +441,40 @@ pub fn disconnected(state: &AppState, visitor_id: Uuid, link_id: u64) {
     state.bus.presence.leave(visitor_id, link_id);
 }
 
-/// The visitor's profile changed (another page, a name): tell agents.
+/// The visitor's profile changed (another page, a name): agents hear of it with the next
+/// tick.
 pub fn profile_changed(state: &AppState, visitor: &Visitor) {
-    if let Some(record) = state.bus.presence.update(visitor) {
-        let state = state.clone();
-        actix_web::rt::spawn(async move {
-            store(&state, std::slice::from_ref(&record)).await;
-            state.bus.publish(Event::VisitorOnline { visitor: record });
+    state.bus.presence.update(visitor);
+}
+
+/// Most records in one `visitor.online` frame.
+const BATCH: usize = 200;
+
+/// One tick's news: visit starts read, new and changed records stored and announced.
+async fn announce(state: &AppState) {
+    let unstarted = state.bus.presence.take_unstarted();
+    if !unstarted.is_empty() {
+        match state
+            .db
+            .run(async |conn| crate::db::visitors::visit_started_many(conn, &unstarted).await)
+            .await
+        {
+            Ok(rows) => {
+                for (id, at) in rows {
+                    state.bus.presence.set_visit_started(id, at);
+                }
+            }
+            Err(e) => log::debug!("presence: cannot read visit starts: {e}"),
+        }
+    }
+    let changed = state.bus.presence.take_changed();
+    if changed.is_empty() {
+        return;
+    }
+    store(state, &changed).await;
+    for chunk in changed.chunks(BATCH) {
+        state.bus.publish(Event::VisitorsOnline {
+            visitors: chunk.to_vec(),
         });
     }
 }
@@ -433,6 +495,7 @@ pub fn spawn_upkeep(state: &AppState) {
                 refresh(&state).await;
             }
             tokio::time::sleep(tick).await;
+            announce(&state).await;
             // (A visitor back here meanwhile has a fresh record: keep it.)
             unforgotten.retain(|id| state.bus.presence.get(*id).is_none());
             if forget(&state, &unforgotten).await {
@@ -442,11 +505,17 @@ pub fn spawn_upkeep(state: &AppState) {
             if !forget(&state, &gone).await {
                 unforgotten.extend(&gone);
             }
+            let mut offline = Vec::new();
             for id in gone {
                 // Still on another node (a tab there, or the next page loaded there)?
                 if !elsewhere(&state, id).await {
-                    state.bus.publish(Event::VisitorOffline { visitor_id: id });
+                    offline.push(id);
                 }
+            }
+            for chunk in offline.chunks(BATCH) {
+                state.bus.publish(Event::VisitorsOffline {
+                    visitor_ids: chunk.to_vec(),
+                });
             }
             if last_seen.elapsed() >= SEEN_EVERY {
                 last_seen = Instant::now();
@@ -565,8 +634,11 @@ mod tests {
         let p = Presence::default();
         let id = Uuid::new_v4();
         let n = Arc::new(Notify::new());
-        assert!(p.join(record(id, 1, 1, "/"), 1, Link::Poll(n.clone())));
-        assert!(!p.join(record(id, 1, 1, "/"), 2, Link::Poll(n.clone())));
+        assert!(p.join(record(id, 1, 1, "/"), None, 1, Link::Poll(n.clone())));
+        assert!(!p.join(record(id, 1, 1, "/"), None, 2, Link::Poll(n.clone())));
+        assert_eq!(p.take_unstarted(), vec![id]);
+        assert_eq!(p.take_changed().len(), 1, "announced once");
+        assert!(p.take_changed().is_empty());
         p.leave(id, 1);
         assert!(
             p.expire(Duration::ZERO).is_empty(),

@@ -344,10 +344,10 @@ pub enum ServerFrame<'a> {
     Presence { agent_id: Uuid, status: AgentStatus },
     #[serde(rename = "visitor.online")]
     VisitorOnline {
-        visitor: &'a crate::presence::OnlineVisitor,
+        visitors: &'a [crate::presence::OnlineVisitor],
     },
     #[serde(rename = "visitor.offline")]
-    VisitorOffline { visitor_id: Uuid },
+    VisitorOffline { visitor_ids: &'a [Uuid] },
     #[serde(rename = "pong")]
     Pong {},
     #[serde(rename = "error")]

@@ -2,7 +2,8 @@
  * kefu agent console: visitors online now, and greeting one first.
  *
  * The list comes from GET /api/visitors/online (every node's visitors) and stays live with
- * the agent socket's visitor.online / visitor.offline frames; every (re)connection reloads
+ * the agent socket's visitor.online {visitors} / visitor.offline {visitor_ids} frames
+ * (batches); every (re)connection reloads
  * it, so a lost connection never leaves it stale. "Greet" sends
  * POST /api/visitors/{id}/greet: the conversation is created assigned to this agent and
  * the message reaches the visitor's widget at once. Visitor text goes on screen with
@@ -46,7 +47,7 @@
     return loading;
   }
 
-  function upsert(v) {
+  function upsert(v, quiet) {
     const known = V.items.get(v.id);
     if (known) {
       // The same visitor on several nodes: earliest visit, newest page.
@@ -54,20 +55,24 @@
       if (!v.conversation && known.conversation) v.conversation = known.conversation;
     }
     V.items.set(v.id, v);
-    render();
+    if (!quiet) render();
   }
 
   K.hooks.frame.push((f) => {
     switch (f.type) {
-      case 'visitor.online':
-        if (f.visitor && f.visitor.id) upsert(f.visitor);
+      case 'visitor.online': // a batch: arrivals and page changes
+        for (const v of f.visitors || []) if (v && v.id) upsert(v, true);
+        render();
         break;
-      case 'visitor.offline':
-        if (V.items.delete(f.visitor_id)) {
-          if (V.greeting === f.visitor_id) V.greeting = null;
-          render();
+      case 'visitor.offline': {
+        let changed = false;
+        for (const id of f.visitor_ids || []) {
+          changed = V.items.delete(id) || changed;
+          if (V.greeting === id) V.greeting = null;
         }
+        if (changed) render();
         break;
+      }
       case 'conversation.created':
       case 'conversation.updated': {
         const c = f.conversation;

@@ -118,19 +118,6 @@ pub async fn update_profile(
     Ok(row.into())
 }
 
-/// When the visitor's current visit began.
-pub async fn visit_started(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-) -> AppResult<Option<DateTime<Utc>>> {
-    Ok(visitors::table
-        .find(id)
-        .select(visitors::visit_started_at)
-        .first(conn)
-        .await
-        .optional()?)
-}
-
 /// Marks visitors that are connected now as seen (their visit goes on).
 pub async fn touch_seen(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> AppResult<usize> {
     if ids.is_empty() {
@@ -142,4 +129,19 @@ pub async fn touch_seen(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> AppResult
             .execute(conn)
             .await?,
     )
+}
+
+/// When the current visits of `ids` began.
+pub async fn visit_started_many(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> AppResult<Vec<(Uuid, DateTime<Utc>)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(visitors::table
+        .filter(visitors::id.eq_any(ids))
+        .select((visitors::id, visitors::visit_started_at))
+        .load(conn)
+        .await?)
 }
