@@ -21,6 +21,9 @@
   const LAST_SEQ = 9007199254740991; // "before the end"
 
   const $ = (id) => document.getElementById(id);
+  // Feature modules (console-<feature>.js) hook in here: every live frame, every
+  // (re)connection's resync, sign-out.
+  const hooks = { frame: [], resync: [], stop: [] };
 
   const S = {
     token: sessionStorage.getItem(TOKEN_KEY),
@@ -170,6 +173,7 @@
     S.token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     live.stop();
+    for (const h of hooks.stop) h();
     if (token && !message) {
       fetch('/api/auth/logout', { method: 'POST', headers: { authorization: 'Bearer ' + token } }).catch(() => {});
     }
@@ -259,10 +263,14 @@
   window.addEventListener('online', () => live.kick());
 
   function onFrame(f) {
+    for (const h of hooks.frame) h(f);
     switch (f.type) {
       case 'conversation.created':
         upsertConversation(f.conversation);
-        notify('New conversation', 'A visitor started a conversation.', f.conversation_id);
+        // Not for the conversation this agent just opened by greeting a visitor.
+        if (!(f.conversation && f.conversation.assignee && S.me && f.conversation.assignee.id === S.me.id)) {
+          notify('New conversation', 'A visitor started a conversation.', f.conversation_id);
+        }
         break;
       case 'conversation.updated':
         upsertConversation(f.conversation);
@@ -924,6 +932,18 @@
     renderAlerts();
   });
 
+  // Browsers start sound only after a user gesture: with alerts left on from an earlier
+  // visit, the first click or key press anywhere readies it.
+  function readyAudio() {
+    if (!S.alerts) return;
+    try {
+      audio = audio || new AudioContext();
+      if (audio.state === 'suspended') audio.resume().catch(() => {});
+    } catch (_) { audio = null; }
+  }
+  document.addEventListener('pointerdown', readyAudio, true);
+  document.addEventListener('keydown', readyAudio, true);
+
   function notify(title, body, convId) {
     if (!S.alerts) return;
     if (audio) {
@@ -979,6 +999,7 @@
     } catch (e) {
       showError(e);
     }
+    for (const h of hooks.resync) h();
   }
 
   async function start(agent) {
@@ -1014,5 +1035,8 @@
       }
     }
   }
+  window.kefuConsole = {
+    hooks, S, api, el, fmtAgo, linkOrText, showError, openConversation, ApiError,
+  };
   boot();
 })();

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod poll;
 pub mod sites;
 pub mod visitor_attributes;
+pub mod visitors;
 pub mod widget;
 pub mod ws;
 
@@ -88,6 +89,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/conversations/{id}/read",
         web::post().to(conversations::read),
     )
+    .route("/api/visitors/online", web::get().to(visitors::online))
+    .route("/api/visitors/{id}/greet", web::post().to(visitors::greet))
     .route("/api/agents", web::get().to(agents::list))
     .route("/api/agents", web::post().to(agents::create))
     .route("/api/agents/{id}", web::patch().to(agents::update))
