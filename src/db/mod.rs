@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod conversations;
+pub mod events;
 pub mod messages;
 pub mod partitions;
 pub mod schema;

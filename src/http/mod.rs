@@ -5,6 +5,7 @@ pub mod agents;
 pub mod assets;
 pub mod auth;
 pub mod conversations;
+pub mod events;
 pub mod ops;
 pub mod poll;
 pub mod sites;
@@ -84,6 +85,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/conversations/{id}/read",
         web::post().to(conversations::read),
+    )
+    .route("/api/events", web::get().to(events::read))
+    .route(
+        "/api/event-cursors/{name}",
+        web::get().to(events::get_cursor),
+    )
+    .route(
+        "/api/event-cursors/{name}",
+        web::put().to(events::put_cursor),
     )
     .route("/api/agents", web::get().to(agents::list))
     .route("/api/agents", web::post().to(agents::create))
@@ -173,6 +183,16 @@ impl AuthAgent {
             Ok(())
         } else {
             Err(AppError::forbidden("admins only"))
+        }
+    }
+
+    /// Reading the durable event stream (`/api/events`, cursors): admins, and roles made
+    /// for programs that consume the stream (add them here).
+    pub fn require_stream_reader(&self) -> AppResult<()> {
+        if matches!(self.agent.role, Role::Admin) {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("admins and bots only"))
         }
     }
 }
