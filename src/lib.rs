@@ -18,6 +18,10 @@
 //!   [`actors::metrics::MetricsActor`].
 //! - Conversations wait in a queue in PostgreSQL; [`state::AppState::assign_once`] hands them to
 //!   the least-loaded available agent ([`domain::assignment`]), safely across nodes.
+//! - Changes that side effects care about are also written to the durable event stream
+//!   ([`db::events`]) in the same transaction; the [`worker`] (inside `kefu serve` or as
+//!   `kefu worker`) turns it into webhook deliveries, auto-resolves idle conversations, and
+//!   out-of-process consumers read it from `GET /api/events`.
 //! - Shutdown ([`server::RunningServer::stop`]): stop accepting, close sockets with 1001,
 //!   finish in-flight requests, commit queued messages.
 
@@ -34,6 +38,7 @@ pub mod protocol;
 pub mod redis_client;
 pub mod server;
 pub mod state;
+pub mod worker;
 
 pub use config::Settings;
 pub use server::{start, RunningServer};

@@ -9,6 +9,7 @@ pub mod events;
 pub mod ops;
 pub mod poll;
 pub mod sites;
+pub mod webhooks;
 pub mod widget;
 pub mod ws;
 
@@ -101,6 +102,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/sites", web::get().to(sites::list))
     .route("/api/sites", web::post().to(sites::create))
     .route("/api/sites/{id}", web::patch().to(sites::update))
+    .route("/api/sites/{id}/webhooks", web::get().to(webhooks::list))
+    .route("/api/sites/{id}/webhooks", web::post().to(webhooks::create))
+    .route(
+        "/api/sites/{id}/webhooks/{wid}",
+        web::get().to(webhooks::get),
+    )
+    .route(
+        "/api/sites/{id}/webhooks/{wid}",
+        web::patch().to(webhooks::update),
+    )
+    .route(
+        "/api/sites/{id}/webhooks/{wid}",
+        web::delete().to(webhooks::delete),
+    )
+    .route(
+        "/api/sites/{id}/webhooks/{wid}/deliveries",
+        web::get().to(webhooks::deliveries),
+    )
+    .route(
+        "/api/sites/{id}/auto-resolve",
+        web::get().to(webhooks::get_auto_resolve),
+    )
+    .route(
+        "/api/sites/{id}/auto-resolve",
+        web::put().to(webhooks::put_auto_resolve),
+    )
     .route("/", web::get().to(assets::demo))
     .route("/widget.js", web::get().to(assets::widget_js))
     .route("/chat", web::get().to(assets::chat))
