@@ -6,6 +6,7 @@ pub mod assets;
 pub mod auth;
 pub mod conversations;
 pub mod events;
+pub mod export;
 pub mod ops;
 pub mod poll;
 pub mod sites;
@@ -87,6 +88,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/conversations/{id}/read",
         web::post().to(conversations::read),
     )
+    .route(
+        "/api/export/conversations",
+        web::get().to(export::conversations),
+    )
+    .route("/api/export/messages", web::get().to(export::messages))
     .route("/api/events", web::get().to(events::read))
     .route(
         "/api/event-cursors/{name}",
