@@ -451,9 +451,9 @@ mod tests {
 
     #[test]
     fn dates() {
-        let from = parse_time("from", "2026-12-01", false).unwrap();
+        let from = parse_time("from", "2026-12-01", false).expect("date");
         assert_eq!(from.to_rfc3339(), "2026-12-01T00:00:00+00:00");
-        let to = parse_time("to", "2026-12-01", true).unwrap();
+        let to = parse_time("to", "2026-12-01", true).expect("date");
         assert_eq!(to.to_rfc3339(), "2026-12-02T00:00:00+00:00");
         assert!(parse_time("from", "yesterday", false).is_err());
         assert!(parse_time("from", "2026-12-01T10:00:00+08:00", false).is_ok());
