@@ -11,6 +11,7 @@ pub mod events;
 pub mod export;
 pub mod messages;
 pub mod partitions;
+pub mod reports;
 pub mod schema;
 pub mod sites;
 pub mod visitors;

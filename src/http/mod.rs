@@ -9,6 +9,7 @@ pub mod events;
 pub mod export;
 pub mod ops;
 pub mod poll;
+pub mod reports;
 pub mod sites;
 pub mod webhooks;
 pub mod widget;
@@ -58,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/me", web::get().to(auth::me))
     .route("/api/me/status", web::put().to(auth::set_status))
     .route("/api/stats", web::get().to(conversations::stats))
+    .route("/api/reports", web::get().to(reports::report))
     .route("/api/conversations", web::get().to(conversations::list))
     .route("/api/conversations/{id}", web::get().to(conversations::get))
     .route(
