@@ -7,6 +7,16 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
+/// (site, agent, created, first response after s, resolved after s, rating)
+type Row<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<i32>,
+    Option<i32>,
+    Option<i32>,
+);
+
 /// Two sites, Alice on Shop A and Bob on Shop B, nine conversations on 10–11 Nov 2026 (one
 /// more outside the range). Answers (site A id, site B id).
 pub async fn seed_scenario(app: &TestApp) -> (String, String) {
@@ -16,14 +26,7 @@ pub async fn seed_scenario(app: &TestApp) -> (String, String) {
     let bob = app.create_agent("Bob", 10).await;
     let (a, b) = (id(&a["id"]), id(&b["id"]));
     // (site, agent, created, first response after s, resolved after s, rating)
-    let rows: Vec<(
-        &str,
-        Option<&str>,
-        &str,
-        Option<i32>,
-        Option<i32>,
-        Option<i32>,
-    )> = vec![
+    let rows: Vec<Row> = vec![
         (
             &a,
             Some(&alice.id),
