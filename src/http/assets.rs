@@ -60,6 +60,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/console-reports.js"),
     },
     Asset {
+        name: "console-webhooks.js",
+        content_type: JS,
+        body: include_str!("../../web/console-webhooks.js"),
+    },
+    Asset {
         name: "console.css",
         content_type: CSS,
         body: include_str!("../../web/console.css"),
