@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod auto_resolve;
 pub mod conversations;
+pub mod csat;
 pub mod events;
 pub mod export;
 pub mod messages;

@@ -2,4 +2,7 @@
 //! Each is a plain function or value type with unit tests beside it.
 
 pub mod assignment;
+pub mod business_hours;
+pub mod csat;
+pub mod identity;
 pub mod limits;

@@ -5,12 +5,15 @@ pub mod agents;
 pub mod assets;
 pub mod auth;
 pub mod conversations;
+pub mod csat;
 pub mod events;
 pub mod export;
+pub mod identity;
 pub mod ops;
 pub mod poll;
 pub mod reports;
 pub mod sites;
+pub mod visitor_attributes;
 pub mod webhooks;
 pub mod widget;
 pub mod ws;
@@ -135,6 +138,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/sites/{id}/auto-resolve",
         web::put().to(webhooks::put_auto_resolve),
+    )
+    .route(
+        "/api/sites/{id}/identity_secret",
+        web::post().to(identity::create_secret),
+    )
+    .route(
+        "/api/sites/{id}/identity_secret",
+        web::delete().to(identity::delete_secret),
+    )
+    .route("/api/csat", web::get().to(csat::summary))
+    .route(
+        "/api/visitor/attributes",
+        web::patch().to(visitor_attributes::patch),
+    )
+    .route(
+        "/api/visitor/attributes",
+        web::method(actix_web::http::Method::OPTIONS).to(visitor_attributes::preflight),
     )
     .route("/", web::get().to(assets::demo))
     .route("/widget.js", web::get().to(assets::widget_js))
