@@ -144,7 +144,12 @@ async fn a_change_that_rolls_back_writes_no_event_and_a_failed_event_stores_no_m
     let (mut visitor, _) = app.visitor(&key).await;
     let first = send_and_ack(&mut visitor, "v-1", "Hello").await;
     let conv = id(&first["conversation_id"]);
-    let (before, cursor) = drain(&app, &admin, 0).await;
+    // (Readable once every older transaction on the server ended: eventually.)
+    let (before, cursor) = eventually("the first events", || async {
+        let (events, cursor) = drain(&app, &admin, 0).await;
+        (events.len() >= 2).then_some((events, cursor))
+    })
+    .await;
     assert_eq!(of_type(&before, "message.created").len(), 1);
 
     // The event insert fails for one message: its whole batch rolls back.
@@ -362,12 +367,17 @@ async fn cursors_are_stored_per_consumer_and_access_is_checked() {
 
 #[actix_web::test]
 async fn retention_prunes_old_events_only_once_every_cursor_passed_them() {
-    let app = TestApp::spawn().await;
+    // No in-process worker: its own cursor would be one more consumer to wait for.
+    let app = TestApp::spawn_with(|s| s.worker = false).await;
     let admin = app.admin_token().await;
     let key = app.create_site().await;
     let (mut visitor, _) = app.visitor(&key).await;
     send_and_ack(&mut visitor, "v-1", "old news").await;
-    let (events, last) = drain(&app, &admin, 0).await;
+    let (events, last) = eventually("the first events", || async {
+        let (events, last) = drain(&app, &admin, 0).await;
+        (events.len() >= 2).then_some((events, last))
+    })
+    .await;
     assert_eq!(events.len(), 2);
     app.sql_exec("UPDATE events SET created_at = now() - interval '10 days'")
         .await;

@@ -111,10 +111,12 @@ pub async fn seed_scenario(app: &TestApp) -> (String, String) {
             (None, None) => "pending",
         };
         app.sql_exec(&format!(
-            "INSERT INTO conversations (id, site_id, visitor_id, assignee_id, status, created_at, \
+            "WITH c AS (INSERT INTO conversations (id, site_id, visitor_id, assignee_id, status, created_at, \
                updated_at, first_response_at, resolved_at, rating) \
              VALUES (gen_random_uuid(), '{site}', '{visitor}', {}, '{status}', \
-               '{created}+00', '{created}+00', {}, {}, {})",
+               '{created}+00', '{created}+00', {}, {}, {}) RETURNING id, rating) \
+             INSERT INTO csat_ratings (conversation_id, rating) \
+             SELECT id, rating FROM c WHERE rating IS NOT NULL",
             agent.map(|a| format!("'{a}'")).unwrap_or("NULL".into()),
             opt_secs(frt),
             opt_secs(rt),

@@ -51,8 +51,9 @@ test('the report page shows per-day counts, response times, CSAT, per agent and 
     const at = (s) => (s === null ? 'NULL' : `timestamptz '${created}+00' + interval '${s} seconds'`);
     const status = rt !== null ? 'resolved' : agent ? 'open' : 'pending';
     sql(`WITH v AS (INSERT INTO visitors (id, site_id, token_hash) VALUES (gen_random_uuid(), '${site}', sha256('report-${tag}-${i}'::bytea)) RETURNING id)
-         INSERT INTO conversations (id, site_id, visitor_id, assignee_id, status, created_at, updated_at, first_response_at, resolved_at, rating)
-         SELECT gen_random_uuid(), '${site}', v.id, ${agent ? `'${agent}'` : 'NULL'}, '${status}', '${created}+00', '${created}+00', ${at(frt)}, ${at(rt)}, ${rating === null ? 'NULL' : rating} FROM v`);
+         , c AS (INSERT INTO conversations (id, site_id, visitor_id, assignee_id, status, created_at, updated_at, first_response_at, resolved_at, rating)
+         SELECT gen_random_uuid(), '${site}', v.id, ${agent ? `'${agent}'` : 'NULL'}, '${status}', '${created}+00', '${created}+00', ${at(frt)}, ${at(rt)}, ${rating === null ? 'NULL' : rating} FROM v RETURNING id, rating)
+         INSERT INTO csat_ratings (conversation_id, rating) SELECT id, rating FROM c WHERE rating IS NOT NULL`);
   });
 
   const ctx = await browser.newContext({ viewport: { width: 1440, height: 900 } });
