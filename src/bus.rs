@@ -266,6 +266,9 @@ pub struct Bus {
     redis: Option<RedisBus>,
     cache: Option<crate::actors::cache::Cache>,
     metrics: Metrics,
+    /// Woken by every message or conversation event, local or from another node: readers
+    /// of the durable stream waiting in a long poll look again (`GET /api/events`).
+    pub stream_signal: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -285,6 +288,7 @@ impl Bus {
             redis: None,
             cache: None,
             metrics,
+            stream_signal: Arc::default(),
         }
     }
 
@@ -354,6 +358,14 @@ impl Bus {
                 }
             });
             return;
+        }
+        if matches!(
+            event,
+            Event::MessageCreated { .. }
+                | Event::ConversationCreated { .. }
+                | Event::ConversationUpdated { .. }
+        ) {
+            self.stream_signal.notify_waiters();
         }
         if let (Event::MessageCreated { message, .. }, Some(cache)) = (event, &self.cache) {
             cache.forget_history(message.conversation_id);

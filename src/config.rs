@@ -153,6 +153,44 @@ pub struct Settings {
     #[arg(long, env = "KEFU_CACHE_HISTORY_SECS", default_value_t = 60)]
     pub cache_history_secs: u64,
 
+    /// Run the background worker (webhooks, auto-resolve, event retention) inside `kefu
+    /// serve`. Turn off when `kefu worker` processes do that work instead.
+    #[arg(long, env = "KEFU_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub worker: bool,
+
+    /// Events older than this many hours are deleted once every consumer cursor passed them.
+    #[arg(long, env = "KEFU_EVENT_RETENTION_HOURS", default_value_t = 168)]
+    pub event_retention_hours: u64,
+
+    /// Unresolved conversations idle this many seconds are resolved with a system message
+    /// (0 = never; a site's own setting, PUT /api/sites/{id}/auto-resolve, takes precedence).
+    #[arg(long, env = "KEFU_AUTO_RESOLVE_SECS", default_value_t = 0)]
+    pub auto_resolve_secs: u64,
+
+    /// The system message posted when a conversation is resolved for inactivity.
+    #[arg(
+        long,
+        env = "KEFU_AUTO_RESOLVE_MESSAGE",
+        default_value = "This conversation was resolved automatically after a period of inactivity. Write again any time."
+    )]
+    pub auto_resolve_message: String,
+
+    /// Seconds a webhook receiver has to answer one delivery.
+    #[arg(long, env = "KEFU_WEBHOOK_TIMEOUT_SECS", default_value_t = 10)]
+    pub webhook_timeout_secs: u64,
+
+    /// Attempts per webhook delivery before it is marked failed.
+    #[arg(long, env = "KEFU_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+
+    /// First retry delay in seconds; it doubles with every failed attempt (capped at 1 h).
+    #[arg(long, env = "KEFU_WEBHOOK_RETRY_SECS", default_value_t = 10.0)]
+    pub webhook_retry_secs: f64,
+
+    /// How often (milliseconds) an idle worker looks for work it was not woken for.
+    #[arg(long, env = "KEFU_WORKER_POLL_MS", default_value_t = 1000)]
+    pub worker_poll_ms: u64,
+
     /// Seconds given to in-flight work on SIGTERM/SIGINT before the process exits.
     #[arg(long, env = "KEFU_SHUTDOWN_SECS", default_value_t = 10)]
     pub shutdown_secs: u64,

@@ -25,6 +25,10 @@
 //! - A connecting widget becomes a visitor in [`http::identity::resolve_visitor`]: by its
 //!   token, or — on a site with an identity secret — by its verified `user_id`
 //!   ([`domain::identity`]), one visitor per user on every device.
+//! - Changes that side effects care about are also written to the durable event stream
+//!   ([`db::events`]) in the same transaction; the [`worker`] (inside `kefu serve` or as
+//!   `kefu worker`) turns it into webhook deliveries, auto-resolves idle conversations, and
+//!   out-of-process consumers read it from `GET /api/events`.
 //! - Shutdown ([`server::RunningServer::stop`]): stop accepting, close sockets with 1001,
 //!   finish in-flight requests, commit queued messages.
 
@@ -42,6 +46,7 @@ pub mod protocol;
 pub mod redis_client;
 pub mod server;
 pub mod state;
+pub mod worker;
 
 pub use config::Settings;
 pub use server::{start, RunningServer};

@@ -1,4 +1,4 @@
-//! The `kefu` command: `serve` (default), `migrate`, `agent create`, `demo`.
+//! The `kefu` command: `serve` (default), `worker`, `migrate`, `agent create`, `demo`.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -34,6 +34,9 @@ enum Command {
     },
     /// Create a demo site and an admin when missing, and print how to use them.
     Demo,
+    /// Run only the background worker (webhooks, auto-resolve, event retention); several
+    /// may run. Pair with `KEFU_WORKER=false` on the serving nodes.
+    Worker,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
                 },
         } => create_agent(&cli.settings, &email, &name, &role, max_open),
         Command::Demo => demo(&cli.settings),
+        Command::Worker => worker(cli.settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,6 +96,18 @@ fn serve(settings: Settings) -> Result<(), String> {
         wait_for_signal().await;
         log::info!("signal received: stopping gracefully");
         running.stop().await;
+        Ok(())
+    })
+}
+
+fn worker(settings: Settings) -> Result<(), String> {
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let within = std::time::Duration::from_secs(settings.shutdown_secs.max(1));
+        let running = kefu::worker::WorkerProcess::start(settings).await?;
+        wait_for_signal().await;
+        log::info!("signal received: stopping the worker");
+        running.stop(within).await;
         Ok(())
     })
 }

@@ -28,9 +28,11 @@ pub struct RunningServer {
     pub state: AppState,
     pub handle: ServerHandle,
     server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    /// The in-process worker (`KEFU_WORKER`), when it runs.
+    pub worker: Option<crate::worker::WorkerHandle>,
 }
 
-fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, String> {
+pub(crate) fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, String> {
     let cfg = deadpool_redis::Config::from_url(url);
     let timeouts = deadpool_redis::Timeouts {
         wait: Some(Duration::from_secs(1)),
@@ -168,6 +170,21 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
     state.spawn_assigner();
     crate::presence::spawn_upkeep(&state);
     db::partitions::spawn_upkeep(state.db.clone());
+    let worker = if settings.worker {
+        Some(
+            crate::worker::start(crate::worker::WorkerContext {
+                db: state.db.clone(),
+                writer: state.writer.clone(),
+                bus: state.bus.clone(),
+                settings: settings.clone(),
+                assign: Some(state.assign.clone()),
+            })
+            .map_err(|e| e.message)?,
+        )
+    } else {
+        log::info!("KEFU_WORKER=false: webhooks and auto-resolve are left to `kefu worker`");
+        None
+    };
 
     let app_state = state.clone();
     let workers = settings.workers.unwrap_or_else(|| {
@@ -220,6 +237,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
         state,
         handle,
         server,
+        worker,
     })
 }
 
@@ -227,6 +245,10 @@ impl RunningServer {
     /// Graceful stop: no new connections, WebSockets closed with 1001 (clients reconnect
     /// elsewhere), in-flight requests finished, queued messages committed.
     pub async fn stop(self) {
+        // Whatever the worker was doing is safe to cut short (it resumes from PostgreSQL).
+        if let Some(w) = &self.worker {
+            w.abort();
+        }
         self.handle.pause().await;
         let sessions = self.state.sessions.all();
         log::info!("stopping: closing {} WebSockets", sessions.len());
@@ -254,6 +276,9 @@ impl RunningServer {
 
     /// Abrupt stop (tests of failure paths): no goodbyes.
     pub async fn kill(self) {
+        if let Some(w) = &self.worker {
+            w.abort();
+        }
         self.handle.stop(false).await;
         let _ = self.server.await;
     }

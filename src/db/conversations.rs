@@ -6,6 +6,7 @@ use diesel::sql_types::{BigInt, Double, Nullable, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::events::{self, NewEvent};
 use super::schema::{agents, conversations};
 use crate::domain::assignment::{self, Candidate};
 use crate::error::{AppError, AppResult};
@@ -104,18 +105,50 @@ pub async fn create(
     site_id: Uuid,
     visitor_id: Uuid,
 ) -> AppResult<Conversation> {
-    let id = Uuid::new_v4();
-    diesel::insert_into(conversations::table)
-        .values((
-            conversations::id.eq(id),
-            conversations::site_id.eq(site_id),
-            conversations::visitor_id.eq(visitor_id),
-        ))
-        .execute(conn)
-        .await?;
-    get(conn, id)
-        .await?
-        .ok_or_else(|| AppError::internal("conversation vanished after insert"))
+    conn.transaction(async |conn| {
+        let id = Uuid::new_v4();
+        diesel::insert_into(conversations::table)
+            .values((
+                conversations::id.eq(id),
+                conversations::site_id.eq(site_id),
+                conversations::visitor_id.eq(visitor_id),
+            ))
+            .execute(conn)
+            .await?;
+        let conv = get(conn, id)
+            .await?
+            .ok_or_else(|| AppError::internal("conversation vanished after insert"))?;
+        record(conn, events::CONVERSATION_CREATED, &conv).await?;
+        Ok(conv)
+    })
+    .await
+}
+
+/// Writes the conversation's event to the durable stream (inside the caller's transaction).
+async fn record(
+    conn: &mut AsyncPgConnection,
+    kind: &'static str,
+    conv: &Conversation,
+) -> AppResult<()> {
+    events::insert(conn, &[NewEvent::conversation(kind, conv)]).await
+}
+
+/// After an UPDATE of conversation `id` that touched `changed` rows: reads it back and
+/// writes its event. Call inside the UPDATE's transaction.
+async fn record_if_changed(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    kind: &'static str,
+    changed: usize,
+) -> AppResult<Option<Conversation>> {
+    if changed == 0 {
+        return Ok(None);
+    }
+    let Some(conv) = get(conn, id).await? else {
+        return Ok(None);
+    };
+    record(conn, kind, &conv).await?;
+    Ok(Some(conv))
 }
 
 /// Which conversations an inbox view shows by assignee.
@@ -206,42 +239,70 @@ pub async fn set_assignee(
     agent_id: Option<Uuid>,
 ) -> AppResult<Option<Conversation>> {
     let now = Utc::now();
-    let n = match agent_id {
-        Some(a) => {
-            diesel::update(conversations::table.find(id))
-                .set((
-                    conversations::assignee_id.eq(a),
-                    conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
-                        "CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'open' END",
-                    )),
-                    conversations::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .await?
-        }
-        None => {
-            diesel::update(conversations::table.find(id))
-                .set((
-                    conversations::assignee_id.eq(None::<Uuid>),
-                    conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
-                        "CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'pending' END",
-                    )),
-                    conversations::queued_at.eq(now),
-                    conversations::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .await?
-        }
-    };
-    if n == 0 {
-        return Ok(None);
-    }
-    get(conn, id).await
+    conn.transaction(async |conn| {
+        let changed = match agent_id {
+            Some(a) => {
+                diesel::update(conversations::table.find(id))
+                    .set((
+                        conversations::assignee_id.eq(a),
+                        conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
+                            "CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'open' END",
+                        )),
+                        conversations::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?
+            }
+            None => {
+                diesel::update(conversations::table.find(id))
+                    .set((
+                        conversations::assignee_id.eq(None::<Uuid>),
+                        conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
+                            "CASE WHEN status = 'resolved' THEN 'resolved' ELSE 'pending' END",
+                        )),
+                        conversations::queued_at.eq(now),
+                        conversations::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?
+            }
+        };
+        record_if_changed(conn, id, events::CONVERSATION_UPDATED, changed).await
+    })
+    .await
 }
 
 pub async fn resolve(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Conversation>> {
     let now = Utc::now();
-    let n = diesel::update(conversations::table.find(id))
+    conn.transaction(async |conn| {
+        let changed = diesel::update(conversations::table.find(id))
+            .set((
+                conversations::status.eq("resolved"),
+                conversations::resolved_at.eq(now),
+                conversations::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        record_if_changed(conn, id, events::CONVERSATION_RESOLVED, changed).await
+    })
+    .await
+}
+
+/// Resolves the conversation only if it is still unresolved and idle since `idle_before`
+/// (auto-resolve: a message that arrived meanwhile keeps it open). Answers it when resolved.
+pub async fn resolve_if_idle(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    idle_before: DateTime<Utc>,
+) -> AppResult<Option<Conversation>> {
+    let now = Utc::now();
+    conn.transaction(async |conn| {
+        let changed = diesel::update(
+            conversations::table
+                .find(id)
+                .filter(conversations::status.ne("resolved"))
+                .filter(conversations::updated_at.lt(idle_before)),
+        )
         .set((
             conversations::status.eq("resolved"),
             conversations::resolved_at.eq(now),
@@ -249,30 +310,29 @@ pub async fn resolve(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option
         ))
         .execute(conn)
         .await?;
-    if n == 0 {
-        return Ok(None);
-    }
-    get(conn, id).await
+        record_if_changed(conn, id, events::CONVERSATION_RESOLVED, changed).await
+    })
+    .await
 }
 
 /// Reopens: `open` with its assignee, or back to the queue without one.
 pub async fn reopen(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Conversation>> {
     let now = Utc::now();
-    let n = diesel::update(conversations::table.find(id))
-        .set((
-            conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
-                "CASE WHEN assignee_id IS NULL THEN 'pending' ELSE 'open' END",
-            )),
-            conversations::resolved_at.eq(None::<DateTime<Utc>>),
-            conversations::queued_at.eq(now),
-            conversations::updated_at.eq(now),
-        ))
-        .execute(conn)
-        .await?;
-    if n == 0 {
-        return Ok(None);
-    }
-    get(conn, id).await
+    conn.transaction(async |conn| {
+        let changed = diesel::update(conversations::table.find(id))
+            .set((
+                conversations::status.eq(diesel::dsl::sql::<diesel::sql_types::Text>(
+                    "CASE WHEN assignee_id IS NULL THEN 'pending' ELSE 'open' END",
+                )),
+                conversations::resolved_at.eq(None::<DateTime<Utc>>),
+                conversations::queued_at.eq(now),
+                conversations::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        record_if_changed(conn, id, events::CONVERSATION_UPDATED, changed).await
+    })
+    .await
 }
 
 // --- assignment ---------------------------------------------------------------------------
@@ -396,6 +456,12 @@ pub async fn assign_waiting(
                 .await?;
             assigned.push(conv.id);
         }
+        let convs = get_many(conn, &assigned).await?;
+        let evs: Vec<NewEvent> = convs
+            .iter()
+            .map(|c| NewEvent::conversation(events::CONVERSATION_UPDATED, c))
+            .collect();
+        events::insert(conn, &evs).await?;
         Ok::<_, AppError>(assigned)
     })
     .await

@@ -5,13 +5,18 @@
 //! instead of piling up requests.
 
 pub mod agents;
+pub mod auto_resolve;
 pub mod conversations;
 pub mod csat;
+pub mod events;
+pub mod export;
 pub mod messages;
 pub mod partitions;
+pub mod reports;
 pub mod schema;
 pub mod sites;
 pub mod visitors;
+pub mod webhooks;
 pub mod writer;
 
 use std::future::Future;

@@ -130,6 +130,28 @@ diesel::table! {
     }
 }
 
+// The durable event stream (migrations/2026-12-04-000500_events). `txid` (xid8, which
+// diesel has no type for) is left out: it is only ever written by its default and read in
+// raw SQL (src/db/events.rs).
+diesel::table! {
+    events (id) {
+        id -> Int8,
+        kind -> Text,
+        site_id -> Uuid,
+        conversation_id -> Nullable<Uuid>,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    event_cursors (name) {
+        name -> Text,
+        after_id -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(visitors -> sites (site_id));
 diesel::joinable!(agent_sessions -> agents (agent_id));
 diesel::joinable!(conversations -> sites (site_id));
@@ -148,6 +170,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     conversations,
     messages,
     message_keys,
+    events,
+    event_cursors,
     visitor_tokens,
     csat_ratings,
 );

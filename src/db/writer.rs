@@ -11,7 +11,9 @@
 //!    has either committed its copy or not started;
 //! 3. number the new messages from `last_seq` and insert them in one statement;
 //! 4. move `last_seq`, activity time, first response, and reopen resolved conversations
-//!    that a visitor wrote to.
+//!    that a visitor wrote to;
+//! 5. write the batch's events (`message.created` per message, `conversation.updated` per
+//!    reopened conversation) to the durable stream ([`super::events`]) in one statement.
 //!
 //! Only after the commit are the senders answered and the messages published on the bus.
 
@@ -26,13 +28,14 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
+use super::events::NewEvent;
 use super::messages::MessageRow;
 use super::schema::{conversations, message_keys, messages};
 use super::Db;
 use crate::bus::{Bus, Event};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
-use crate::protocol::{ConversationStatus, Message, SenderType};
+use crate::protocol::{Conversation, ConversationStatus, Message, SenderType};
 
 /// A message to store.
 #[derive(Debug, Clone)]
@@ -213,21 +216,7 @@ impl Shard {
                 for (outcome, r) in committed.outcomes.into_iter().zip(batch) {
                     let _ = r.reply.send(outcome);
                 }
-                if !committed.reopened.is_empty() {
-                    self.announce_reopened(committed.reopened).await;
-                }
-            }
-        }
-    }
-
-    async fn announce_reopened(&self, ids: Vec<Uuid>) {
-        match self
-            .db
-            .run(async |conn| super::conversations::get_many(conn, &ids).await)
-            .await
-        {
-            Ok(convs) => {
-                for c in convs {
+                for c in committed.reopened {
                     let waiting = c.status == ConversationStatus::Pending;
                     self.bus
                         .publish(Event::ConversationUpdated { conversation: c });
@@ -236,19 +225,20 @@ impl Shard {
                     }
                 }
             }
-            Err(e) => log::warn!("writer: cannot load reopened conversations: {e}"),
         }
     }
 }
 
 struct Committed {
     outcomes: Vec<AppResult<WriteOutcome>>,
-    reopened: Vec<Uuid>,
+    /// Conversations a visitor's message reopened, as committed.
+    reopened: Vec<Conversation>,
 }
 
 #[derive(Queryable)]
 struct ConvLock {
     id: Uuid,
+    site_id: Uuid,
     last_seq: i64,
     status: String,
 }
@@ -266,12 +256,14 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
         .order(conversations::id.asc())
         .select((
             conversations::id,
+            conversations::site_id,
             conversations::last_seq,
             conversations::status,
         ))
         .for_update()
         .load(conn)
         .await?;
+    let sites: HashMap<Uuid, Uuid> = locked.iter().map(|c| (c.id, c.site_id)).collect();
     let mut convs: HashMap<Uuid, (i64, String)> = locked
         .into_iter()
         .map(|c| (c.id, (c.last_seq, c.status)))
@@ -311,6 +303,7 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
     let now = Utc::now().trunc_subsecs(6);
     let mut outcomes = Vec::with_capacity(msgs.len());
     let mut rows = Vec::with_capacity(msgs.len());
+    let mut events = Vec::with_capacity(msgs.len());
     let mut touched: HashMap<Uuid, (bool, bool)> = HashMap::new(); // (visitor wrote, agent replied)
     for m in msgs {
         let Some((last_seq, _)) = convs.get_mut(&m.conversation_id) else {
@@ -343,6 +336,9 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
         t.0 |= m.sender_type == SenderType::Visitor;
         t.1 |= matches!(m.sender_type, SenderType::Agent | SenderType::Bot) && !m.private;
         rows.push(MessageRow::from(&message));
+        if let Some(site_id) = sites.get(&m.conversation_id) {
+            events.push(NewEvent::message_created(*site_id, &message));
+        }
         if let Some(k) = key {
             // A resend inside the same batch answers with this copy.
             existing.insert(k, message.clone());
@@ -397,6 +393,16 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
     }
     // Keep the map alive until here so `convs[id]` above is valid.
     convs.clear();
+
+    // 5. The durable stream, in the same transaction.
+    let reopened = super::conversations::get_many(conn, &reopened).await?;
+    for c in &reopened {
+        events.push(NewEvent::conversation(
+            super::events::CONVERSATION_UPDATED,
+            c,
+        ));
+    }
+    super::events::insert(conn, &events).await?;
     Ok(Committed { outcomes, reopened })
 }
 

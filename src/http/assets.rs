@@ -55,6 +55,16 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/console.js"),
     },
     Asset {
+        name: "console-reports.js",
+        content_type: JS,
+        body: include_str!("../../web/console-reports.js"),
+    },
+    Asset {
+        name: "console-webhooks.js",
+        content_type: JS,
+        body: include_str!("../../web/console-webhooks.js"),
+    },
+    Asset {
         name: "console.css",
         content_type: CSS,
         body: include_str!("../../web/console.css"),

@@ -6,12 +6,16 @@ pub mod assets;
 pub mod auth;
 pub mod conversations;
 pub mod csat;
+pub mod events;
+pub mod export;
 pub mod identity;
 pub mod ops;
 pub mod poll;
+pub mod reports;
 pub mod sites;
 pub mod visitor_attributes;
 pub mod visitors;
+pub mod webhooks;
 pub mod widget;
 pub mod ws;
 
@@ -59,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/me", web::get().to(auth::me))
     .route("/api/me/status", web::put().to(auth::set_status))
     .route("/api/stats", web::get().to(conversations::stats))
+    .route("/api/reports", web::get().to(reports::report))
     .route("/api/conversations", web::get().to(conversations::list))
     .route("/api/conversations/{id}", web::get().to(conversations::get))
     .route(
@@ -91,12 +96,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/api/visitors/online", web::get().to(visitors::online))
     .route("/api/visitors/{id}/greet", web::post().to(visitors::greet))
+    .route(
+        "/api/export/conversations",
+        web::get().to(export::conversations),
+    )
+    .route("/api/export/messages", web::get().to(export::messages))
+    .route("/api/events", web::get().to(events::read))
+    .route(
+        "/api/event-cursors/{name}",
+        web::get().to(events::get_cursor),
+    )
+    .route(
+        "/api/event-cursors/{name}",
+        web::put().to(events::put_cursor),
+    )
     .route("/api/agents", web::get().to(agents::list))
     .route("/api/agents", web::post().to(agents::create))
     .route("/api/agents/{id}", web::patch().to(agents::update))
     .route("/api/sites", web::get().to(sites::list))
     .route("/api/sites", web::post().to(sites::create))
     .route("/api/sites/{id}", web::patch().to(sites::update))
+    .route("/api/sites/{id}/webhooks", web::get().to(webhooks::list))
+    .route("/api/sites/{id}/webhooks", web::post().to(webhooks::create))
+    .route(
+        "/api/sites/{id}/webhooks/{wid}",
+        web::get().to(webhooks::get),
+    )
+    .route(
+        "/api/sites/{id}/webhooks/{wid}",
+        web::patch().to(webhooks::update),
+    )
+    .route(
+        "/api/sites/{id}/webhooks/{wid}",
+        web::delete().to(webhooks::delete),
+    )
+    .route(
+        "/api/sites/{id}/webhooks/{wid}/deliveries",
+        web::get().to(webhooks::deliveries),
+    )
+    .route(
+        "/api/sites/{id}/auto-resolve",
+        web::get().to(webhooks::get_auto_resolve),
+    )
+    .route(
+        "/api/sites/{id}/auto-resolve",
+        web::put().to(webhooks::put_auto_resolve),
+    )
     .route(
         "/api/sites/{id}/identity_secret",
         web::post().to(identity::create_secret),
@@ -196,6 +241,16 @@ impl AuthAgent {
             Ok(())
         } else {
             Err(AppError::forbidden("admins only"))
+        }
+    }
+
+    /// Reading the durable event stream (`/api/events`, cursors): admins, and roles made
+    /// for programs that consume the stream (add them here).
+    pub fn require_stream_reader(&self) -> AppResult<()> {
+        if matches!(self.agent.role, Role::Admin) {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("admins and bots only"))
         }
     }
 }
