@@ -18,6 +18,9 @@
 //!   [`actors::metrics::MetricsActor`].
 //! - Conversations wait in a queue in PostgreSQL; [`state::AppState::assign_once`] hands them to
 //!   the least-loaded available agent ([`domain::assignment`]), safely across nodes.
+//! - Workflow features (issue 9): attachments ([`http::attachments`], bytes in a
+//!   [`storage::AttachmentStore`]), canned responses, labels, visitor attributes and
+//!   full-text search, each a `http/` module over a `db/` module.
 //! - Shutdown ([`server::RunningServer::stop`]): stop accepting, close sockets with 1001,
 //!   finish in-flight requests, commit queued messages.
 
@@ -34,6 +37,7 @@ pub mod protocol;
 pub mod redis_client;
 pub mod server;
 pub mod state;
+pub mod storage;
 
 pub use config::Settings;
 pub use server::{start, RunningServer};

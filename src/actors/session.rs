@@ -267,7 +267,15 @@ impl WsSession {
                 body,
                 conversation_id,
                 private,
-            } => self.on_send(client_msg_id, body, conversation_id, private, ctx),
+                attachments,
+            } => self.on_send(
+                client_msg_id,
+                body,
+                conversation_id,
+                private,
+                attachments,
+                ctx,
+            ),
             ClientFrame::Resume {
                 after_seq,
                 conversation_id,
@@ -305,6 +313,7 @@ impl WsSession {
         body: String,
         conversation_id: Option<Uuid>,
         private: Option<bool>,
+        attachments: Vec<Uuid>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Result<(), (AppError, Option<String>)> {
         let cref = Some(
@@ -314,7 +323,8 @@ impl WsSession {
                 .collect::<String>(),
         );
         limits::validate_client_msg_id(&client_msg_id).map_err(|e| (e, cref.clone()))?;
-        let body = limits::validate_body(&body).map_err(|e| (e, cref.clone()))?;
+        let body = limits::validate_body_with_attachments(&body, attachments.len())
+            .map_err(|e| (e, cref.clone()))?;
         let now = Instant::now();
         let (sender_type, sender_id, private) = match &mut self.peer {
             Peer::Visitor {
@@ -351,6 +361,7 @@ impl WsSession {
             private,
             body,
             client_msg_id: Some(client_msg_id.clone()),
+            attachments,
             origin: Some(self.id),
         };
         let state = self.state.clone();

@@ -5,10 +5,14 @@
 //! instead of piling up requests.
 
 pub mod agents;
+pub mod attachments;
+pub mod canned;
 pub mod conversations;
+pub mod labels;
 pub mod messages;
 pub mod partitions;
 pub mod schema;
+pub mod search;
 pub mod sites;
 pub mod visitors;
 pub mod writer;

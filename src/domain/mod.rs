@@ -3,3 +3,6 @@
 
 pub mod assignment;
 pub mod limits;
+pub mod attachments;
+pub mod attributes;
+pub mod search;

@@ -60,6 +60,16 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/console.css"),
     },
     Asset {
+        name: "console-workflow.js",
+        content_type: JS,
+        body: include_str!("../../web/console-workflow.js"),
+    },
+    Asset {
+        name: "console-workflow.css",
+        content_type: CSS,
+        body: include_str!("../../web/console-workflow.css"),
+    },
+    Asset {
         name: "page.css",
         content_type: CSS,
         body: include_str!("../../web/page.css"),

@@ -3,11 +3,16 @@
 
 pub mod agents;
 pub mod assets;
+pub mod attachments;
 pub mod auth;
+pub mod canned;
 pub mod conversations;
+pub mod labels;
 pub mod ops;
 pub mod poll;
+pub mod search;
 pub mod sites;
+pub mod visitors;
 pub mod widget;
 pub mod ws;
 
@@ -85,6 +90,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/conversations/{id}/read",
         web::post().to(conversations::read),
     )
+    .route(
+        "/api/conversations/{id}/attachments",
+        web::post().to(attachments::agent_upload),
+    )
+    .route(
+        "/api/conversations/{id}/labels",
+        web::post().to(labels::add),
+    )
+    .route(
+        "/api/conversations/{id}/labels/{label_id}",
+        web::delete().to(labels::remove),
+    )
+    .route("/api/attachments/{id}", web::get().to(attachments::download))
+    .route(
+        "/api/visitor/attachments",
+        web::post().to(attachments::visitor_upload),
+    )
+    .route(
+        "/api/visitor/attributes",
+        web::post().to(visitors::visitor_set),
+    )
+    .route(
+        "/api/visitors/{id}/attributes",
+        web::patch().to(visitors::agent_patch),
+    )
+    .route("/api/canned_responses", web::get().to(canned::list))
+    .route("/api/canned_responses", web::post().to(canned::create))
+    .route("/api/canned_responses/{id}", web::patch().to(canned::update))
+    .route("/api/canned_responses/{id}", web::delete().to(canned::delete))
+    .route("/api/labels", web::get().to(labels::list))
+    .route("/api/labels", web::post().to(labels::create))
+    .route("/api/labels/{id}", web::patch().to(labels::update))
+    .route("/api/labels/{id}", web::delete().to(labels::delete))
+    .route("/api/search", web::get().to(search::search))
     .route("/api/agents", web::get().to(agents::list))
     .route("/api/agents", web::post().to(agents::create))
     .route("/api/agents/{id}", web::patch().to(agents::update))

@@ -60,7 +60,7 @@ pub struct PollQuery {
 }
 
 /// `Access-Control-Allow-Origin` for a page the site allows.
-fn with_cors(req: &HttpRequest, site: &Site, mut res: HttpResponse) -> HttpResponse {
+pub(crate) fn with_cors(req: &HttpRequest, site: &Site, mut res: HttpResponse) -> HttpResponse {
     if let Some(origin) = req
         .headers()
         .get(header::ORIGIN)
@@ -98,7 +98,7 @@ fn frames_response(frames: &[String]) -> HttpResponse {
 }
 
 /// The site named by the query, refusing pages the site does not allow.
-async fn site_for(state: &AppState, req: &HttpRequest, key: Option<&str>) -> AppResult<Arc<Site>> {
+pub(crate) async fn site_for(state: &AppState, req: &HttpRequest, key: Option<&str>) -> AppResult<Arc<Site>> {
     let key = key
         .filter(|k| !k.is_empty() && k.len() <= 128)
         .ok_or_else(|| AppError::bad_request("site (the widget key) is required"))?;
@@ -124,7 +124,7 @@ fn presented(token: Option<&str>) -> Option<&str> {
 }
 
 /// The visitor behind the query's token (marking it seen).
-async fn visitor_for(state: &AppState, site: &Site, token: Option<&str>) -> AppResult<Visitor> {
+pub(crate) async fn visitor_for(state: &AppState, site: &Site, token: Option<&str>) -> AppResult<Visitor> {
     let token = presented(token).ok_or_else(|| AppError::unauthorized("token is required"))?;
     let (site_id, hash) = (site.id, hash_token(token));
     state
@@ -275,13 +275,14 @@ async fn answer(
         ClientFrame::MessageSend {
             client_msg_id,
             body,
+            attachments,
             ..
         } => {
             let cref: String = client_msg_id
                 .chars()
                 .take(limits::MAX_CLIENT_MSG_ID)
                 .collect();
-            match send_message(state, site, visitor, &client_msg_id, &body).await {
+            match send_message(state, site, visitor, &client_msg_id, &body, attachments).await {
                 Ok(frames) => frames,
                 Err(e) => vec![error_frame(&e, Some(&cref))],
             }
@@ -384,9 +385,10 @@ async fn send_message(
     visitor: &Visitor,
     client_msg_id: &str,
     body: &str,
+    attachments: Vec<Uuid>,
 ) -> AppResult<Vec<String>> {
     limits::validate_client_msg_id(client_msg_id)?;
-    let body = limits::validate_body(body)?;
+    let body = limits::validate_body_with_attachments(body, attachments.len())?;
     if !take_send_token(state, visitor.id) {
         state
             .metrics
@@ -415,6 +417,7 @@ async fn send_message(
             private: false,
             body,
             client_msg_id: Some(client_msg_id.to_string()),
+            attachments,
             origin: None,
         }))
         .await??;
@@ -448,12 +451,17 @@ async fn update_profile(
         return Err(AppError::bad_request("email is not an email address"));
     }
     let attributes = limits::validate_attributes(attributes)?;
-    state
+    let v = state
         .db
         .run(async |conn| {
             crate::db::visitors::update_profile(conn, id, name, email, attributes).await
         })
-        .await
+        .await?;
+    state
+        .cache
+        .invalidate(crate::actors::cache::CacheKey::Visitor(id))
+        .await;
+    Ok(v)
 }
 
 async fn rate(
