@@ -116,7 +116,7 @@ fn assert_inert(r: &Raw) {
     assert!(!ct.contains("html") && !ct.contains("svg") && !ct.contains("javascript") && !ct.contains("xml"), "type: {ct}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_web::test]
 async fn attachments_round_trip_only_to_participants() {
     let app = TestApp::spawn().await;
     let site = app.create_site().await;
@@ -250,7 +250,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_web::test]
 async fn attachment_limits_and_types() {
     let app = TestApp::spawn_with(|s| s.attachment_max_bytes = 64 * 1024).await;
     let site = app.create_site().await;
@@ -294,7 +294,7 @@ async fn attachment_limits_and_types() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_web::test]
 async fn canned_responses_permissions() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
@@ -370,7 +370,7 @@ async fn canned_responses_permissions() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_web::test]
 async fn labels_filter_the_inbox() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
@@ -391,9 +391,9 @@ async fn labels_filter_the_inbox() {
     assert_eq!(labels["items"].as_array().map(Vec::len), Some(2));
 
     let (mut v1, _) = app.visitor(&site).await;
-    let c1 = id(&send_and_ack(&mut v1, "a", "first")["conversation_id"]);
+    let c1 = id(&send_and_ack(&mut v1, "a", "first").await["conversation_id"]);
     let (mut v2, _) = app.visitor(&site).await;
-    let c2 = id(&send_and_ack(&mut v2, "b", "second")["conversation_id"]);
+    let c2 = id(&send_and_ack(&mut v2, "b", "second").await["conversation_id"]);
 
     let mut live = app.agent_ws(&agent.token).await;
     let (s, conv) = app
@@ -449,7 +449,7 @@ async fn labels_filter_the_inbox() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_web::test]
 async fn custom_attributes_by_agents_and_visitors() {
     let app = TestApp::spawn().await;
     let site = app.create_site().await;
@@ -457,7 +457,7 @@ async fn custom_attributes_by_agents_and_visitors() {
     let (mut v, welcome) = app.visitor(&site).await;
     let token = id(&welcome["token"]);
     let visitor_id = id(&welcome["visitor"]["id"]);
-    let conv = id(&send_and_ack(&mut v, "a", "hello")["conversation_id"]);
+    let conv = id(&send_and_ack(&mut v, "a", "hello").await["conversation_id"]);
     // Cache the profile first, so a stale cache would show.
     assert_eq!(app.conversation(&agent.token, &conv).await["visitor"]["attributes"], json!({}));
 
@@ -495,7 +495,7 @@ async fn custom_attributes_by_agents_and_visitors() {
         &format!("/api/visitor/attributes?site={site}&token={token}"),
         None,
         "text/plain",
-        br#"{"plan": null, "company": "Acme 有限公司"}"#.to_vec(),
+        r#"{"plan": null, "company": "Acme 有限公司"}"#.as_bytes().to_vec(),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.json());
@@ -515,7 +515,7 @@ async fn custom_attributes_by_agents_and_visitors() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_web::test]
 async fn search_english_chinese_and_visitors() {
     let app = TestApp::spawn().await;
     let site = app.create_site().await;

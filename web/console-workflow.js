@@ -306,7 +306,7 @@
   }
 
   hooks.listQuery.push((q) => { if (W.label) q.set('label', W.label); });
-  hooks.listFilter.push((c) => !W.label || !c.labels || c.labels.some((l) => l.id === W.label));
+  hooks.listFilter.push((c) => !W.label || (c.labels || []).some((l) => l.id === W.label));
   hooks.listItemExtras.push((c) => (c.labels && c.labels.length
     ? el('span', { class: 'row-labels' }, c.labels.map((l) => chip(l)))
     : null));
