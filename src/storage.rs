@@ -152,7 +152,8 @@ impl S3Store {
                 // MinIO and most self-hosted stores address buckets by path.
                 .with_virtual_hosted_style_request(false);
         }
-        if let (Some(id), Some(secret)) = (&settings.s3_access_key_id, &settings.s3_secret_access_key)
+        if let (Some(id), Some(secret)) =
+            (&settings.s3_access_key_id, &settings.s3_secret_access_key)
         {
             builder = builder
                 .with_access_key_id(id)
@@ -206,7 +207,11 @@ impl AttachmentStore for S3Store {
         use object_store::ObjectStoreExt;
         Box::pin(async move {
             let path = self.path(key)?;
-            let got = self.store.get(&path).await.map_err(|e| s3_error("get", e))?;
+            let got = self
+                .store
+                .get(&path)
+                .await
+                .map_err(|e| s3_error("get", e))?;
             got.bytes().await.map_err(|e| s3_error("read", e))
         })
     }
@@ -245,7 +250,10 @@ mod tests {
             store.get("ab/cdef").await.expect_err("gone").code,
             crate::error::ErrorCode::NotFound
         );
-        store.delete("ab/cdef").await.expect("deleting twice is fine");
+        store
+            .delete("ab/cdef")
+            .await
+            .expect("deleting twice is fine");
         assert!(store.get("../etc/passwd").await.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -110,9 +110,7 @@ pub fn check_sendable(
             continue;
         }
         let ok = files.get(id).filter(|f| match sender_type {
-            SenderType::Visitor => {
-                f.uploader_type == "visitor" && Some(f.uploader_id) == sender_id
-            }
+            SenderType::Visitor => f.uploader_type == "visitor" && Some(f.uploader_id) == sender_id,
             SenderType::Agent => {
                 f.uploader_type == "agent" && f.conversation_id == Some(conversation_id)
             }
@@ -163,7 +161,12 @@ pub async fn link(
 mod tests {
     use super::*;
 
-    fn row(uploader_type: &str, uploader: Uuid, visitor: Uuid, conv: Option<Uuid>) -> AttachmentRow {
+    fn row(
+        uploader_type: &str,
+        uploader: Uuid,
+        visitor: Uuid,
+        conv: Option<Uuid>,
+    ) -> AttachmentRow {
         AttachmentRow {
             id: Uuid::new_v4(),
             site_id: Uuid::new_v4(),

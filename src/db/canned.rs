@@ -50,7 +50,11 @@ pub async fn visible(
     let mut q = canned::table
         .filter(canned::owner_id.is_null().or(canned::owner_id.eq(agent)))
         .select(CannedResponse::as_select())
-        .order((canned::shortcut.asc(), canned::owner_id.asc(), canned::id.asc()))
+        .order((
+            canned::shortcut.asc(),
+            canned::owner_id.asc(),
+            canned::id.asc(),
+        ))
         .into_boxed();
     if let Some(s) = site {
         q = q.filter(canned::site_id.is_null().or(canned::site_id.eq(s)));

@@ -310,7 +310,10 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
     }
 
     // 2b. Files the new messages carry.
-    let wanted: Vec<Uuid> = msgs.iter().flat_map(|m| m.attachments.iter().copied()).collect();
+    let wanted: Vec<Uuid> = msgs
+        .iter()
+        .flat_map(|m| m.attachments.iter().copied())
+        .collect();
     let files = if wanted.is_empty() {
         HashMap::new()
     } else {

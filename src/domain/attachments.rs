@@ -150,7 +150,8 @@ pub fn ascii_name(name: &str) -> String {
 mod tests {
     use super::*;
 
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    const PNG: &[u8] =
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
     #[test]
     fn images_by_their_bytes() {
@@ -169,7 +170,10 @@ mod tests {
 
     #[test]
     fn markup_and_programs_are_refused() {
-        assert_eq!(sniff(b"<!DOCTYPE html><html><script>alert(1)</script>"), None);
+        assert_eq!(
+            sniff(b"<!DOCTYPE html><html><script>alert(1)</script>"),
+            None
+        );
         assert_eq!(sniff(b"  <html><body>hi</body></html>"), None);
         assert_eq!(
             sniff(b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>"),

@@ -87,7 +87,9 @@ mod tests {
 
     #[test]
     fn scalars_only() {
-        assert!(validate_patch(json!({"plan": "pro", "seats": 5, "vip": true, "old": null})).is_ok());
+        assert!(
+            validate_patch(json!({"plan": "pro", "seats": 5, "vip": true, "old": null})).is_ok()
+        );
         assert!(validate_patch(json!({"nested": {"a": 1}})).is_err());
         assert!(validate_patch(json!({"list": [1, 2]})).is_err());
         assert!(validate_patch(json!([1])).is_err());
@@ -107,8 +109,8 @@ mod tests {
     #[test]
     fn merge_replaces_removes_and_counts() {
         let cur = json!({"plan": "free", "page_url": "https://a"});
-        let patch = validate_patch(json!({"plan": "pro", "page_url": null, "seats": 3}))
-            .expect("valid");
+        let patch =
+            validate_patch(json!({"plan": "pro", "page_url": null, "seats": 3})).expect("valid");
         assert_eq!(
             merge(&cur, &patch).expect("merge"),
             json!({"plan": "pro", "seats": 3})

@@ -2,7 +2,7 @@
 //! Each is a plain function or value type with unit tests beside it.
 
 pub mod assignment;
-pub mod limits;
 pub mod attachments;
 pub mod attributes;
+pub mod limits;
 pub mod search;

@@ -92,7 +92,10 @@ mod tests {
                 cjk: Some("'退款'".into())
             })
         );
-        assert_eq!(parse("退款问题").and_then(|q| q.cjk).as_deref(), Some("'退款' & '款问' & '问题'"));
+        assert_eq!(
+            parse("退款问题").and_then(|q| q.cjk).as_deref(),
+            Some("'退款' & '款问' & '问题'")
+        );
         assert_eq!(parse("退").and_then(|q| q.cjk).as_deref(), Some("'退':*"));
     }
 
@@ -101,7 +104,10 @@ mod tests {
         let q = parse("order 12345 退款").expect("query");
         assert_eq!(q.words.as_deref(), Some("order 12345"));
         assert_eq!(q.cjk.as_deref(), Some("'退款'"));
-        assert_eq!(parse("退款abc").and_then(|q| q.words).as_deref(), Some("abc"));
+        assert_eq!(
+            parse("退款abc").and_then(|q| q.words).as_deref(),
+            Some("abc")
+        );
         assert_eq!(parse("   "), None);
         assert_eq!(parse("\u{0}"), None);
     }

@@ -39,12 +39,13 @@ pub struct UploadQuery {
 
 /// The request body, refused with 413 as soon as it passes `max` bytes (before reading it
 /// when `Content-Length` says so).
-async fn read_limited(req: &HttpRequest, mut payload: web::Payload, max: u64) -> AppResult<bytes::Bytes> {
-    let too_large = || {
-        AppError::too_large(format!(
-            "the file is larger than the limit of {max} bytes"
-        ))
-    };
+async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    max: u64,
+) -> AppResult<bytes::Bytes> {
+    let too_large =
+        || AppError::too_large(format!("the file is larger than the limit of {max} bytes"));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -289,7 +290,10 @@ fn percent_encode(name: &str) -> String {
 mod tests {
     #[test]
     fn names_are_percent_encoded() {
-        assert_eq!(super::percent_encode("发票 1.pdf"), "%E5%8F%91%E7%A5%A8%201.pdf");
+        assert_eq!(
+            super::percent_encode("发票 1.pdf"),
+            "%E5%8F%91%E7%A5%A8%201.pdf"
+        );
         assert_eq!(super::percent_encode("a\"b"), "a%22b");
     }
 }

@@ -34,7 +34,9 @@ fn check_shortcut(s: &str) -> AppResult<String> {
     let n = s.chars().count();
     if n == 0
         || n > MAX_SHORTCUT
-        || !s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        || !s
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
     {
         return Err(AppError::bad_request(format!(
             "shortcut must be 1 to {MAX_SHORTCUT} letters, digits, '_' or '-'"
@@ -65,9 +67,9 @@ pub async fn list(
 ) -> AppResult<HttpResponse> {
     let site = match q.site_id.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(
-            Uuid::parse_str(s).map_err(|_| AppError::bad_request("site_id must be a uuid"))?,
-        ),
+        Some(s) => {
+            Some(Uuid::parse_str(s).map_err(|_| AppError::bad_request("site_id must be a uuid"))?)
+        }
     };
     let me = auth.agent.id;
     let rows = state

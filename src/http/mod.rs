@@ -102,7 +102,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/conversations/{id}/labels/{label_id}",
         web::delete().to(labels::remove),
     )
-    .route("/api/attachments/{id}", web::get().to(attachments::download))
+    .route(
+        "/api/attachments/{id}",
+        web::get().to(attachments::download),
+    )
     .route(
         "/api/visitor/attachments",
         web::post().to(attachments::visitor_upload),
@@ -117,8 +120,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/api/canned_responses", web::get().to(canned::list))
     .route("/api/canned_responses", web::post().to(canned::create))
-    .route("/api/canned_responses/{id}", web::patch().to(canned::update))
-    .route("/api/canned_responses/{id}", web::delete().to(canned::delete))
+    .route(
+        "/api/canned_responses/{id}",
+        web::patch().to(canned::update),
+    )
+    .route(
+        "/api/canned_responses/{id}",
+        web::delete().to(canned::delete),
+    )
     .route("/api/labels", web::get().to(labels::list))
     .route("/api/labels", web::post().to(labels::create))
     .route("/api/labels/{id}", web::patch().to(labels::update))

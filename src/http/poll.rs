@@ -98,7 +98,11 @@ fn frames_response(frames: &[String]) -> HttpResponse {
 }
 
 /// The site named by the query, refusing pages the site does not allow.
-pub(crate) async fn site_for(state: &AppState, req: &HttpRequest, key: Option<&str>) -> AppResult<Arc<Site>> {
+pub(crate) async fn site_for(
+    state: &AppState,
+    req: &HttpRequest,
+    key: Option<&str>,
+) -> AppResult<Arc<Site>> {
     let key = key
         .filter(|k| !k.is_empty() && k.len() <= 128)
         .ok_or_else(|| AppError::bad_request("site (the widget key) is required"))?;
@@ -124,7 +128,11 @@ fn presented(token: Option<&str>) -> Option<&str> {
 }
 
 /// The visitor behind the query's token (marking it seen).
-pub(crate) async fn visitor_for(state: &AppState, site: &Site, token: Option<&str>) -> AppResult<Visitor> {
+pub(crate) async fn visitor_for(
+    state: &AppState,
+    site: &Site,
+    token: Option<&str>,
+) -> AppResult<Visitor> {
     let token = presented(token).ok_or_else(|| AppError::unauthorized("token is required"))?;
     let (site_id, hash) = (site.id, hash_token(token));
     state

@@ -47,9 +47,9 @@ pub async fn search(
     }
     let site = match q.site_id.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(
-            Uuid::parse_str(s).map_err(|_| AppError::bad_request("site_id must be a uuid"))?,
-        ),
+        Some(s) => {
+            Some(Uuid::parse_str(s).map_err(|_| AppError::bad_request("site_id must be a uuid"))?)
+        }
     };
     let (messages, visitors) = state
         .db
