@@ -400,7 +400,8 @@
       const d = S.details.get(c.id);
       if (!d) loadDetails(c.id);
       const typing = S.typing.get(c.id);
-      const preview = typing ? typing.label + ' is typing…' : d && d.last ? (d.last.private ? 'Note: ' : d.last.sender_type === 'agent' ? 'You: ' : '') + d.last.body : '';
+      const lastText = d && d.last ? d.last.body || (d.last.attachments || []).map((f) => '📎 ' + f.name).join(' ') : '';
+      const preview = typing ? typing.label + ' is typing…' : d && d.last ? (d.last.private ? 'Note: ' : d.last.sender_type === 'agent' ? 'You: ' : '') + lastText : '';
       const selected = S.current && S.current.id === c.id;
       const li = el('li', { class: 'conv' + (selected ? ' selected' : '') + (S.unread.has(c.id) ? ' unread' : ''), 'data-id': c.id }, [
         el('button', {

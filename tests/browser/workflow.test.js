@@ -61,15 +61,18 @@ test('an image the visitor sends shows in the console', { timeout: 120000 }, asy
   const text = 'photo of the damaged box ' + Date.now();
   const visitor = await visitorPage(text);
 
+  await openInConsole(agent.page, text);
+
   await visitor.page.locator('[data-kefu-widget] input[type=file]').setInputFiles({ name: 'box.png', mimeType: 'image/png', buffer: PNG });
   // The widget shows its own image (read back with its token).
   await waitUntil(() => visitor.page.locator('[data-kefu-widget] ol.log .file img').evaluate((img) => img.complete && img.naturalWidth === 2),
     { what: 'the image in the widget' });
 
-  await openInConsole(agent.page, text);
+  // It arrives live in the open conversation, and the inbox preview names the file.
   const img = agent.page.locator('#messages img.att-image');
   await waitUntil(() => img.evaluate((i) => i.complete && i.naturalWidth === 2 && i.src.startsWith('blob:')), { what: 'the image in the console' });
   assert.equal(await img.getAttribute('alt'), 'box.png');
+  await waitUntil(async () => /📎 box\.png/.test(await agentConsole.conversation(agent.page, 'box.png').textContent()), { what: 'the inbox preview' });
   await screenshot(agent.page, 'console-attachment');
 
   // The agent sends a file back; the visitor gets a download button, not a page.
@@ -153,6 +156,7 @@ test('search finds a Chinese message and opens its conversation', { timeout: 120
   const agent = await consolePage();
   const text = '你好，我要退款，订单号 ' + Date.now();
   const visitor = await visitorPage(text);
+  await widget.send(visitor.page, 'Or a refund by bank transfer');
   await agentConsole.conversation(agent.page, text).waitFor();
 
   await agent.page.locator('#search-q').fill('退款');
@@ -167,7 +171,7 @@ test('search finds a Chinese message and opens its conversation', { timeout: 120
   // English, stemmed: "refunds" finds "refund".
   await agent.page.locator('#search-q').fill('refunds');
   await agent.page.locator('#search-q').press('Enter');
-  await waitUntil(async () => /messages/.test(await agent.page.locator('#search-status').textContent()), { what: 'search status' });
+  await agent.page.locator('#search-messages li', { hasText: 'Or a refund by bank transfer' }).waitFor();
   await agent.page.locator('#search-close').click();
   assert.equal(await agent.page.locator('#search-results').isHidden(), true);
 
