@@ -326,7 +326,7 @@
       id: 'label-add', 'aria-label': 'Add a label',
       onchange: (e) => { if (e.target.value) changeLabel('POST', '/labels', { label_id: e.target.value }); },
     }, [el('option', { value: '', text: '+ Label' }), ...options.map((l) => el('option', { value: l.id, text: l.name }))]) : null;
-    box.replaceChildren(...chips, select);
+    box.replaceChildren(...chips, ...(select ? [select] : []));
   }
 
   async function changeLabel(method, path, body) {
@@ -422,7 +422,7 @@
     try {
       const r = await api('GET', '/api/search?' + new URLSearchParams({ q, limit: '30' }));
       $('search-status').textContent = r.messages.length || r.visitors.length
-        ? r.messages.length + ' messages, ' + r.visitors.length + ' visitors'
+        ? plural(r.messages.length, 'message') + ', ' + plural(r.visitors.length, 'visitor')
         : 'Nothing found for “' + q + '”.';
       $('search-messages').replaceChildren(...r.messages.map((h) => el('li', { class: 'hit' }, [
         el('button', { type: 'button', onclick: () => openHit(h.conversation.id) }, [
@@ -446,6 +446,10 @@
     } catch (e) {
       $('search-status').textContent = e.message;
     }
+  }
+
+  function plural(n, word) {
+    return n + ' ' + word + (n === 1 ? '' : 's');
   }
 
   function openHit(id) {
