@@ -406,6 +406,14 @@ mod tests {
     fn decodes_every_client_frame() {
         let f = ClientFrame::decode(r#"{"type":"message.send","client_msg_id":"a1","body":"hi"}"#);
         assert!(matches!(f, Ok(ClientFrame::MessageSend { .. })));
+        let id = Uuid::new_v4();
+        let f = ClientFrame::decode(&format!(
+            r#"{{"type":"message.send","client_msg_id":"a2","attachments":["{id}"]}}"#
+        ));
+        assert!(
+            matches!(&f, Ok(ClientFrame::MessageSend { body, attachments, .. }) if body.is_empty() && attachments == &[id]),
+            "{f:?}"
+        );
         assert_eq!(
             ClientFrame::decode(r#"{"type":"resume","after_seq":3}"#),
             Ok(ClientFrame::Resume {
@@ -432,6 +440,26 @@ mod tests {
         assert!(ClientFrame::decode(r#"{"type":"nope"}"#).is_err());
         assert!(ClientFrame::decode("[]").is_err());
         assert!(ClientFrame::decode(r#"{"type":"typing","on":"yes"}"#).is_err());
+    }
+
+    #[test]
+    fn messages_without_files_look_as_before() {
+        let m = Message {
+            id: Uuid::nil(),
+            conversation_id: Uuid::nil(),
+            seq: 1,
+            sender_type: SenderType::Visitor,
+            sender_id: None,
+            private: false,
+            body: "hi".into(),
+            client_msg_id: None,
+            created_at: DateTime::<Utc>::MIN_UTC,
+            attachments: Vec::new(),
+        };
+        let v = serde_json::to_value(&m).expect("json");
+        assert!(v.get("attachments").is_none(), "{v}");
+        let back: Message = serde_json::from_value(v).expect("old shape parses");
+        assert_eq!(back, m);
     }
 
     #[test]
