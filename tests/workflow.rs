@@ -817,6 +817,12 @@ async fn search_english_chinese_and_visitors() {
         .expect("visitors")
         .is_empty());
 
+    let (s, one) = app.get("/api/search?q=refund&limit=1", &agent.token).await;
+    assert_eq!(
+        (s, ids(&one)),
+        (200, vec![id(&note["id"])]),
+        "limit keeps the newest"
+    );
     let (s, _) = app.get("/api/search?q=", &agent.token).await;
     assert_eq!(s, 400);
     assert_eq!(
