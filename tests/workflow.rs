@@ -190,6 +190,8 @@ async fn attachments_round_trip_only_to_participants() {
         (err["code"].as_str(), err["ref"].as_str()),
         (Some("bad_request"), Some("steal"))
     );
+    // Refused before it opened a conversation: only the first visitor's exists.
+    assert_eq!(app.sql_i64("SELECT count(*) FROM conversations").await, 1);
 
     // An agent's file in a private note stays hidden from the visitor; sent in a reply it
     // reaches the visitor live, as a download.

@@ -378,9 +378,12 @@ impl WsSession {
             let mut created = None;
             if let Some((site_id, visitor_id)) = visitor_ctx {
                 // First message: open the conversation (idempotent per visitor).
+                let files = msg.attachments.clone();
                 let (conv, is_new) = state
                     .db
                     .run(async |conn| {
+                        crate::db::attachments::check_visitor_files(conn, visitor_id, &files)
+                            .await?;
                         crate::db::conversations::get_or_create(conn, site_id, visitor_id).await
                     })
                     .await?;

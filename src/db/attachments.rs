@@ -129,6 +129,27 @@ pub fn check_sendable(
     Ok(out)
 }
 
+/// Checks a visitor's files before its first message opens a conversation, so a send that
+/// the writer would refuse leaves no empty conversation behind.
+pub async fn check_visitor_files(
+    conn: &mut AsyncPgConnection,
+    visitor_id: Uuid,
+    wanted: &[Uuid],
+) -> AppResult<()> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let files = by_ids(conn, wanted).await?;
+    check_sendable(
+        &files,
+        wanted,
+        SenderType::Visitor,
+        Some(visitor_id),
+        Uuid::nil(),
+    )
+    .map(|_| ())
+}
+
 /// Records the message that carried each file (the first one) and whether every message
 /// that carried it was a private note. `(file, message, private, conversation)`.
 pub async fn link(

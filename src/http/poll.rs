@@ -408,7 +408,10 @@ async fn send_message(
     let (site_id, visitor_id) = (site.id, visitor.id);
     let (conv, is_new) = state
         .db
-        .run(async |conn| crate::db::conversations::get_or_create(conn, site_id, visitor_id).await)
+        .run(async |conn| {
+            crate::db::attachments::check_visitor_files(conn, visitor_id, &attachments).await?;
+            crate::db::conversations::get_or_create(conn, site_id, visitor_id).await
+        })
         .await?;
     if is_new {
         state.bus.publish(Event::ConversationCreated {
