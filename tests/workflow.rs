@@ -326,6 +326,23 @@ async fn attachment_limits_and_types() {
     assert_eq!(got.header("content-type"), "text/plain; charset=utf-8");
     assert!(got.header("content-disposition").starts_with("attachment"));
     assert_inert(&got);
+    // The polling transport sends files like the socket.
+    let frame = json!({"type": "message.send", "client_msg_id": "p1", "attachments": [file["id"]]});
+    let r = raw(
+        &app,
+        Method::POST,
+        &format!("/api/visitor/send?site={site}&token={token}"),
+        None,
+        "text/plain",
+        frame.to_string().into_bytes(),
+    )
+    .await;
+    let frames = r.json()["frames"].clone();
+    let ack = frames
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["type"] == "message.ack"))
+        .unwrap_or_else(|| panic!("no ack: {frames}"));
+    assert_eq!(ack["message"]["attachments"][0]["name"], "notes.html");
     // Names cannot climb out of anything.
     let up = visitor_upload(&app, &site, &token, "..%2F..%2Fetc%2Fpasswd", PNG).await;
     assert_eq!(up.json()["name"], "passwd");

@@ -296,11 +296,22 @@
   function renderLabelNav() {
     const ul = $('label-filters');
     const admin = S.me && S.me.role === 'admin';
-    ul.replaceChildren(...W.labels.map((l) => el('li', {}, [
+    ul.replaceChildren(...W.labels.map((l) => el('li', { class: 'label-row' }, [
       el('button', {
         type: 'button', 'data-label': l.id, 'aria-current': String(W.label === l.id),
         onclick: () => { W.label = W.label === l.id ? null : l.id; renderLabelNav(); K.loadList().catch(K.showError); },
       }, [chip(l)]),
+      admin ? el('button', {
+        type: 'button', class: 'label-delete', text: '×', 'aria-label': 'Delete label ' + l.name,
+        onclick: async () => {
+          if (!window.confirm('Delete the label “' + l.name + '” from every conversation?')) return;
+          try {
+            await api('DELETE', '/api/labels/' + l.id);
+            if (W.label === l.id) { W.label = null; K.loadList().catch(K.showError); }
+            await loadLabels();
+          } catch (e) { K.showError(e); }
+        },
+      }) : null,
     ])));
     $('label-new').hidden = !admin;
   }

@@ -156,8 +156,9 @@ test('search finds a Chinese message and opens its conversation', { timeout: 120
   const agent = await consolePage();
   const text = '你好，我要退款，订单号 ' + Date.now();
   const visitor = await visitorPage(text);
-  await widget.send(visitor.page, 'Or a refund by bank transfer');
   await agentConsole.conversation(agent.page, text).waitFor();
+  await widget.send(visitor.page, 'Or a refund by bank transfer');
+  await waitUntil(async () => (await widget.bodies(visitor.page)).includes('Or a refund by bank transfer'), { what: 'the second message acked' });
 
   await agent.page.locator('#search-q').fill('退款');
   await agent.page.locator('#search-q').press('Enter');
