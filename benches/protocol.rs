@@ -91,6 +91,7 @@ fn encode(c: &mut Criterion) {
         attributes: serde_json::json!({"page": "https://shop.example.com/cart", "lang": "en"}),
         created_at: now,
         last_seen_at: now,
+        user_id: None,
     };
     let conv = Conversation {
         id: Uuid::new_v4(),
@@ -115,6 +116,8 @@ fn encode(c: &mut Criterion) {
                 conversation: Some(&conv),
                 agents_online: true,
                 greeting: "Hi! How can we help you today?",
+                within_business_hours: true,
+                next_open_at: None,
             }
             .encode()
         })

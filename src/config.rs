@@ -75,6 +75,11 @@ pub struct Settings {
     #[arg(long, env = "KEFU_TOKEN_IDLE_HOURS", default_value_t = 12)]
     pub token_idle_hours: u64,
 
+    /// A visitor may rate (or change the rating of) a resolved conversation for this many
+    /// hours after it was resolved (CSAT).
+    #[arg(long, env = "KEFU_CSAT_WINDOW_HOURS", default_value_t = 168)]
+    pub csat_window_hours: u64,
+
     /// WebSocket heartbeat ping interval in seconds.
     #[arg(long, env = "KEFU_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
@@ -211,6 +216,10 @@ impl Settings {
 
     pub fn token_idle(&self) -> chrono::Duration {
         chrono::Duration::hours(self.token_idle_hours.max(1) as i64)
+    }
+
+    pub fn csat_window(&self) -> chrono::Duration {
+        chrono::Duration::hours(self.csat_window_hours as i64)
     }
 
     pub fn cache_ttls(&self) -> crate::actors::cache::CacheTtls {

@@ -17,7 +17,11 @@
 //!   two-level [`actors::cache::Cache`]; counters live in [`metrics`] and are rendered by the
 //!   [`actors::metrics::MetricsActor`].
 //! - Conversations wait in a queue in PostgreSQL; [`state::AppState::assign_once`] hands them to
-//!   the least-loaded available agent ([`domain::assignment`]), safely across nodes.
+//!   the least-loaded available agent ([`domain::assignment`]), safely across nodes; a site
+//!   outside its business hours ([`domain::business_hours`]) keeps its queue waiting.
+//! - A connecting widget becomes a visitor in [`http::identity::resolve_visitor`]: by its
+//!   token, or — on a site with an identity secret — by its verified `user_id`
+//!   ([`domain::identity`]), one visitor per user on every device.
 //! - Workflow features (issue 9): attachments ([`http::attachments`], bytes in a
 //!   [`storage::AttachmentStore`]), canned responses, labels, visitor attributes and
 //!   full-text search, each a `http/` module over a `db/` module.

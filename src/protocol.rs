@@ -138,6 +138,9 @@ pub struct Visitor {
     pub attributes: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    /// The host site's id of a verified user (identity verification); null for anonymous.
+    #[serde(default)]
+    pub user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +214,22 @@ pub struct Site {
     pub offline_message: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Weekly schedule in the site's time zone; null: always open.
+    #[serde(default)]
+    pub business_hours: Option<crate::domain::business_hours::BusinessHours>,
+    /// True when the site has an identity secret (the secret itself is never sent).
+    #[serde(default)]
+    pub identity_verification: bool,
+    /// The secret's last characters, so admins can tell which one is in use.
+    #[serde(default)]
+    pub identity_secret_hint: Option<String>,
+}
+
+impl Site {
+    /// Within business hours at `now` (always, without a schedule).
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        self.business_hours.as_ref().is_none_or(|h| h.is_open(now))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,6 +343,10 @@ pub enum ServerFrame<'a> {
         conversation: Option<&'a Conversation>,
         agents_online: bool,
         greeting: &'a str,
+        /// False outside the site's business hours: chat still works, replies may wait.
+        within_business_hours: bool,
+        /// When the site opens next (outside business hours only).
+        next_open_at: Option<DateTime<Utc>>,
     },
     #[serde(rename = "agent.welcome")]
     AgentWelcome { agent: &'a Agent },

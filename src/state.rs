@@ -149,7 +149,10 @@ impl AppState {
         let ids = self
             .db
             .run(async |conn| {
-                crate::db::conversations::assign_waiting(conn, AVAILABLE_WINDOW_SECS).await
+                // Outside business hours a site's queue waits; the assigner's periodic run
+                // picks it up within seconds of opening time.
+                let closed = crate::db::sites::closed_now(conn, chrono::Utc::now()).await?;
+                crate::db::conversations::assign_waiting(conn, AVAILABLE_WINDOW_SECS, &closed).await
             })
             .await?;
         if ids.is_empty() {

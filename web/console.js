@@ -772,6 +772,7 @@
     };
     add('Name', v.name || '—');
     add('Email', v.email || '—');
+    add('User id', v.user_id ? v.user_id + ' · verified' : '');
     add('Page', null, linkOrText(a.page_url));
     add('Page title', a.page_title);
     add('Referrer', null, linkOrText(a.referrer));
@@ -1024,6 +1025,9 @@
     }
     resync();
     live.start();
+    // Feature files (web/console-*.js) hook in here: they get the signed-in agent and the
+    // authenticated API helper.
+    window.dispatchEvent(new CustomEvent('kefu:signed-in', { detail: { agent, api, el } }));
   }
 
   async function boot() {

@@ -18,7 +18,20 @@
  *   (/api/visitor/*), with the same acks and the same resume-by-seq.
  * - Everything anyone wrote is put on screen with textContent, never parsed as HTML.
  *
- * Public API for the host page: window.Kefu.open(), .close(), .identify({name, email}).
+ * Public API for the host page (see README.md, "Widget JavaScript API"): window.kefu
+ *   kefu.open() / kefu.close()
+ *   kefu.setUser({user_id, user_hash, name, email})   identity verification: the same
+ *       visitor on every device; user_hash = hex HMAC-SHA256(site identity secret, user_id)
+ *   kefu.setAttributes({plan: 'pro', …})             custom attributes agents see
+ *   kefu.on(event, fn) / kefu.off(event, fn)         'ready', 'open', 'close',
+ *       'message' (a message received from the team), 'unread' (count of unread messages)
+ *   kefu.reset()                                     forget the visitor (e.g. on logout)
+ * Calls made before this script has loaded are queued by the snippet
+ *   window.kefu = window.kefu || function () { (kefu.q = kefu.q || []).push(arguments); };
+ *   kefu('setUser', {...}); kefu('on', 'message', fn);
+ * and run when it loads. The same user may also come as data-user-id, data-user-hash,
+ * data-user-name, data-user-email attributes on the <script> tag. window.Kefu (open,
+ * close, identify) stays for pages written against the first version.
  */
 (function () {
   'use strict';
@@ -97,7 +110,21 @@
     theirTyping: false,
     profile: null, // identify() data waiting for a connection
     attributesSent: '',
+    user: null, // {user_id, user_hash}: identity verification, sent when connecting
+    withinHours: true, // false outside the site's business hours
+    nextOpenAt: null,
+    rating: { sent: 0, closed: false, commentSent: false }, // CSAT prompt state
   };
+  // Host-page event listeners (kefu.on / kefu.off). A throwing listener must not break chat.
+  const api = {
+    listeners: new Map(),
+    emit(event, detail) {
+      for (const fn of [...(this.listeners.get(event) || [])]) {
+        try { fn(detail); } catch (e) { console.error('kefu: a "' + event + '" listener failed', e); }
+      }
+    },
+  };
+
   const savedRead = store.get('read');
   if (savedRead && typeof savedRead.seq === 'number') state.readSeq = savedRead.seq;
 
@@ -250,6 +277,14 @@ ol { list-style: none; margin: 0; padding: 0; }
 .rate { flex: none; padding: 10px 16px; border-top: 1px solid #e5e7eb; background: #fff; font-size: 13px; display: flex; align-items: center; gap: 8px; flex-wrap: wrap; }
 .rate button { border: 1px solid #d1d5db; background: #fff; border-radius: 8px; width: 34px; height: 30px; cursor: pointer; color: #f59e0b; font-size: 16px; }
 .rate button:hover { background: #fffbeb; }
+.rate button.star[aria-pressed="true"] { background: #fef3c7; border-color: #f59e0b; }
+.rate .rate-title { width: 100%; }
+.rate .rate-comment { flex: 1 1 100%; height: 54px; max-height: 54px; font-size: 13px; }
+.rate .rate-send, .ask button { width: auto; height: 30px; padding: 0 12px; border: 0; border-radius: 8px; background: var(--kefu-primary); color: #fff; font-size: 13px; cursor: pointer; }
+.rate .rate-send:disabled { opacity: .5; cursor: default; }
+.ask { flex: none; display: flex; flex-wrap: wrap; gap: 6px 8px; align-items: center; padding: 10px 16px; font-size: 13px; background: #fffbeb; border-bottom: 1px solid #fde68a; color: #92400e; }
+.ask label { width: 100%; }
+.ask input { flex: 1; min-width: 0; height: 30px; padding: 4px 8px; border: 1px solid #d1d5db; border-radius: 8px; font: inherit; }
 .compose { flex: none; display: flex; align-items: flex-end; gap: 8px; padding: 10px 12px; border-top: 1px solid #e5e7eb; background: #fff; }
 textarea {
   flex: 1; min-width: 0; resize: none; margin: 0; max-height: 132px; height: 40px;
@@ -315,6 +350,14 @@ textarea:focus-visible { outline: none; }
   ui.typingText = el('span', { text: '' });
   ui.typing = el('div', { class: 'typing', 'aria-live': 'polite' }, []);
   ui.rate = el('div', { class: 'rate', hidden: true });
+  // Outside business hours (or with nobody online): "leave your email and we'll reply".
+  ui.askEmail = el('input', { type: 'email', class: 'ask-email', autocomplete: 'email', placeholder: 'you@example.com', 'aria-label': 'Your email', maxlength: '200', required: true });
+  ui.ask = el('form', { class: 'ask', hidden: true, 'aria-label': 'Leave your email' }, [
+    el('label', { text: 'Leave your email and we’ll get back to you:' }),
+    ui.askEmail,
+    el('button', { type: 'submit', text: 'Save' }),
+  ]);
+  ui.ask.addEventListener('submit', (e) => { e.preventDefault(); saveEmail(); });
   ui.input = el('textarea', {
     rows: '1',
     'aria-label': 'Write a message',
@@ -333,6 +376,7 @@ textarea:focus-visible { outline: none; }
       PAGE_MODE ? null : ui.close,
     ]),
     ui.banner,
+    ui.ask,
     ui.conn,
     ui.scroll,
     ui.typing,
@@ -373,34 +417,77 @@ textarea:focus-visible { outline: none; }
     const name = state.siteName || 'Chat';
     ui.name.textContent = agent || name;
     ui.avatar.textContent = (agent || name).trim().charAt(0) || '?';
-    const online = !!agent || state.agentsOnline === true;
+    const closed = state.withinHours === false;
+    const online = !!agent || (state.agentsOnline === true && !closed);
     ui.dot.classList.toggle('on', online);
     if (agent) ui.subText.textContent = name + ' · here to help';
+    else if (closed) ui.subText.textContent = 'We’re closed' + (state.nextOpenAt ? ' · back ' + whenOpen(state.nextOpenAt) : '');
     else if (state.agentsOnline === false) ui.subText.textContent = 'We’re away right now';
     else if (state.agentsOnline === true) ui.subText.textContent = 'We typically reply in a few minutes';
     else ui.subText.textContent = '';
     ui.panel.setAttribute('aria-label', 'Chat with ' + (agent || name));
-    const away = state.agentsOnline === false && !agent;
+    const away = (state.agentsOnline === false || closed) && !agent;
     ui.banner.hidden = !(away && state.offlineMessage);
     ui.banner.textContent = state.offlineMessage;
+    renderAsk(away);
     ui.greeting.hidden = !state.greeting;
     ui.greeting.replaceChildren(el('div', { class: 'bubble', text: state.greeting }));
     if (PAGE_MODE) document.title = 'Chat — ' + name;
     renderRating();
   }
 
+  /**
+   * CSAT, once the conversation is resolved: five stars (a click sends the rating), then
+   * an optional comment. The rating stays changeable while the server accepts it; a
+   * refusal (too long after resolution) hides the prompt.
+   */
   function renderRating() {
     const c = state.conversation;
-    const show = !!c && c.status === 'resolved' && c.rating == null && !state.rated;
-    ui.rate.hidden = !show && !state.ratedNow;
-    if (state.ratedNow) {
-      ui.rate.replaceChildren(el('span', { text: 'Thanks for your feedback!' }));
+    const r = state.rating;
+    const show = !!c && c.status === 'resolved' && !r.closed;
+    ui.rate.hidden = !show;
+    if (!show) return;
+    const score = r.sent || c.rating || 0;
+    const focused = shadow.activeElement && ui.rate.contains(shadow.activeElement) ? shadow.activeElement.className : '';
+    const draft = ui.rate.querySelector('.rate-comment');
+    const comment = draft ? draft.value : (c.rating_comment || '');
+    const stars = [1, 2, 3, 4, 5].map((n) =>
+      el('button', { type: 'button', class: 'star', 'aria-label': 'Rate ' + n + ' of 5', 'aria-pressed': String(n === score), text: n <= score ? '★' : '☆', onclick: () => sendRating(n) }));
+    if (!score) {
+      ui.rate.replaceChildren(el('span', { class: 'rate-title', text: 'How did we do?' }), ...stars);
       return;
     }
-    if (!show) return;
-    const buttons = [1, 2, 3, 4, 5].map((n) =>
-      el('button', { type: 'button', 'aria-label': 'Rate ' + n + ' of 5', text: '★', onclick: () => sendRating(n) }));
-    ui.rate.replaceChildren(el('span', { text: 'How did we do?' }), ...buttons);
+    const box = el('textarea', { class: 'rate-comment', rows: '2', maxlength: '2000', 'aria-label': 'Comment (optional)', placeholder: 'Tell us more (optional)' });
+    box.value = comment;
+    const send = el('button', { type: 'button', class: 'rate-send', text: r.commentSent ? 'Comment sent' : 'Send comment', onclick: () => sendRating(score, box.value) });
+    box.addEventListener('input', () => { r.commentSent = false; send.textContent = 'Send comment'; });
+    ui.rate.replaceChildren(el('span', { class: 'rate-title', text: 'Thanks for your feedback!' }), ...stars, box, send);
+    if (focused === 'rate-comment') box.focus();
+  }
+
+  function whenOpen(iso) {
+    const d = new Date(iso);
+    if (isNaN(d)) return '';
+    const soon = d - Date.now() < 20 * 3600 * 1000;
+    return soon
+      ? 'at ' + d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+      : d.toLocaleString([], { weekday: 'short', hour: '2-digit', minute: '2-digit' });
+  }
+
+  /** The email request, while nobody can answer now and we have no email yet. */
+  function renderAsk(away) {
+    const known = state.visitor && state.visitor.email;
+    ui.ask.hidden = !(away && !known && !state.emailSaved);
+  }
+
+  function saveEmail() {
+    const email = ui.askEmail.value.trim();
+    if (!email || !ui.askEmail.checkValidity()) { ui.askEmail.focus(); return; }
+    state.profile = Object.assign({}, state.profile, { email });
+    state.emailSaved = email;
+    sendProfile();
+    ui.ask.replaceChildren(el('span', { text: 'Thanks! We’ll reply to ' + email + '.' }));
+    ui.ask.hidden = false;
   }
 
   function senderLabel(m) {
@@ -544,6 +631,11 @@ textarea:focus-visible { outline: none; }
     const show = n > 0 && !(state.open && document.visibilityState === 'visible');
     ui.badge.hidden = !show;
     ui.badge.textContent = n > 9 ? '9+' : String(n);
+    const unread = show ? n : 0;
+    if (unread !== state.unread) {
+      state.unread = unread;
+      if (state.started) api.emit('unread', { count: unread });
+    }
     ui.launcher.setAttribute('aria-label', show ? 'Open chat, ' + n + ' unread message' + (n === 1 ? '' : 's') : state.open ? 'Close chat' : 'Open chat');
   }
 
@@ -618,7 +710,10 @@ textarea:focus-visible { outline: none; }
     const prev = state.conversation;
     // Answers of different requests can cross: never go back to an older state.
     if (prev && prev.id === c.id && prev.updated_at && Date.parse(c.updated_at) < Date.parse(prev.updated_at)) return;
-    if (prev && prev.id && prev.id !== c.id) resetMessages();
+    if (prev && prev.id && prev.id !== c.id) {
+      resetMessages();
+      state.rating = { sent: 0, closed: false, commentSent: false };
+    }
     state.conversation = c;
     renderHeader();
   }
@@ -685,9 +780,12 @@ textarea:focus-visible { outline: none; }
     }
   }
 
-  function sendRating(score) {
-    if (transport.send({ type: 'rating', score })) {
-      state.rated = true;
+  function sendRating(score, comment) {
+    const frame = { type: 'rating', score };
+    if (typeof comment === 'string' && comment.trim()) frame.comment = comment.trim();
+    if (transport.send(frame)) {
+      state.rating.sent = score;
+      state.rating.pendingComment = !!frame.comment;
       renderRating();
     }
   }
@@ -748,11 +846,16 @@ textarea:focus-visible { outline: none; }
           state.token = f.token;
           store.set('token', f.token);
         }
+        // Another visitor than before (setUser switched users, or reset()): start clean.
+        if (state.visitor && f.visitor && state.visitor.id !== f.visitor.id) forgetConversation();
         state.visitor = f.visitor;
         state.greeting = f.greeting || state.greeting;
         state.agentsOnline = !!f.agents_online;
+        if (typeof f.within_business_hours === 'boolean') setHours(f.within_business_hours, f.next_open_at);
         if (f.conversation) setConversation(f.conversation);
         else renderHeader();
+        const first = !state.everReady;
+        state.everReady = true;
         state.ready = true;
         state.attributesSent = '';
         transport.connected();
@@ -761,6 +864,8 @@ textarea:focus-visible { outline: none; }
         sendProfile();
         for (const e of state.outbox) e.sentAt = 0; // resend what was in flight
         pump();
+        flushAttributes();
+        if (first) api.emit('ready', { visitor_id: f.visitor && f.visitor.id, within_business_hours: state.withinHours });
         break;
       }
       case 'message.history': {
@@ -789,7 +894,10 @@ textarea:focus-visible { outline: none; }
       }
       case 'message.created': {
         if (addMessage(f.message)) {
-          if (f.message.sender_type !== 'visitor') setTheirTyping(false);
+          if (f.message.sender_type !== 'visitor') {
+            setTheirTyping(false);
+            api.emit('message', publicMessage(f.message));
+          }
           renderUnread();
           markRead();
         }
@@ -809,15 +917,17 @@ textarea:focus-visible { outline: none; }
         break;
       case 'visitor.updated':
         state.visitor = f.visitor;
+        renderHeader();
         break;
       case 'rating.ack':
-        state.ratedNow = true;
+        if (state.rating.pendingComment) state.rating.commentSent = true;
+        state.rating.pendingComment = false;
         renderRating();
         break;
       case 'error': {
         const entry = f.ref && state.outbox.find((e) => e.id === f.ref);
         if (entry) onSendError(entry, f.code, f.message);
-        else if (f.code === 'conflict' && state.rated) { state.rated = false; renderRating(); }
+        else if (f.code === 'conflict' && state.rating.sent) { state.rating.closed = true; renderRating(); }
         else console.debug('kefu:', f.code, f.message);
         break;
       }
@@ -841,6 +951,7 @@ textarea:focus-visible { outline: none; }
         u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
         u.searchParams.set('site', SITE);
         if (state.token) u.searchParams.set('token', state.token);
+        identityParams(u);
         let s;
         try {
           s = new WebSocket(u.href);
@@ -895,12 +1006,21 @@ textarea:focus-visible { outline: none; }
       u.searchParams.set('site', SITE);
       if (state.token) u.searchParams.set('token', state.token);
       for (const [k, v] of Object.entries(extra || {})) u.searchParams.set(k, String(v));
+      if (path === '/api/visitor/session') identityParams(u);
       return u.href;
     }
     async function loop() {
       let opened = false;
       try {
         const res = await fetch(url('/api/visitor/session'), { method: 'POST', credentials: 'omit' });
+        if (res.status === 401 && state.user) {
+          // A refused identity: say so once, clearly, for the page's developer.
+          const body = await res.json().catch(() => null);
+          const why = (body && body.error && body.error.message) || 'identity verification failed';
+          if (state.identityError !== why) console.warn('kefu: setUser refused: ' + why);
+          state.identityError = why;
+          api.emit('error', { code: 'unauthorized', message: why });
+        }
         if (!res.ok) throw new Error('session ' + res.status);
         const welcome = await res.json();
         opened = true;
@@ -995,6 +1115,13 @@ textarea:focus-visible { outline: none; }
       },
       downFor: () => (downSince ? Date.now() - downSince : 0),
       kick() { if (!state.ready && !current) start(); else if (!state.ready) { attempt = 0; start(); } },
+      /** Connects again now (another identity). */
+      restart() {
+        if (!current) return; // not started yet: the first connection will carry it
+        state.ready = false;
+        attempt = 0;
+        start();
+      },
       get name() { return current ? current.name : ''; },
     };
   })();
@@ -1013,7 +1140,9 @@ textarea:focus-visible { outline: none; }
   // Panel, input and page events
   // -------------------------------------------------------------------------------------
   function setOpen(open) {
+    const was = state.open;
     state.open = PAGE_MODE || open;
+    if (state.started && was !== state.open) api.emit(state.open ? 'open' : 'close', {});
     if (!PAGE_MODE) store.set('open', state.open);
     ui.panel.hidden = !state.open;
     ui.root.classList.toggle('open', state.open);
@@ -1071,18 +1200,162 @@ textarea:focus-visible { outline: none; }
     if (state.open && !assigneeName() && document.visibilityState === 'visible') loadConfig(true);
   }, 60000);
 
-  window.Kefu = {
-    open: () => setOpen(true),
-    close: () => setOpen(false),
-    /** Tells agents who the visitor is: {name, email}. */
-    identify(profile) {
-      const p = {};
-      if (profile && typeof profile.name === 'string') p.name = profile.name;
-      if (profile && typeof profile.email === 'string') p.email = profile.email;
+  // -------------------------------------------------------------------------------------
+  // Host-page API: window.kefu (see the header of this file and README.md)
+  // -------------------------------------------------------------------------------------
+  const EVENTS = ['ready', 'open', 'close', 'message', 'unread', 'error'];
+
+  function publicMessage(m) {
+    return { id: m.id, conversation_id: m.conversation_id, seq: m.seq, sender_type: m.sender_type, body: m.body, created_at: m.created_at };
+  }
+
+  function setHours(within, nextOpenAt) {
+    state.withinHours = within;
+    state.nextOpenAt = within ? null : nextOpenAt || null;
+    clearTimeout(state.hoursTimer);
+    if (state.nextOpenAt) {
+      // Opening time: ask again (the server's clock and schedule decide).
+      const wait = Math.min(Math.max(Date.parse(state.nextOpenAt) - Date.now(), 0) + 1000, 2 ** 31 - 1);
+      state.hoursTimer = setTimeout(() => loadConfig(true), wait);
+    }
+    renderHeader();
+  }
+
+  /** Drops everything of the current visitor's conversation (another visitor now). */
+  function forgetConversation() {
+    resetMessages();
+    state.conversation = null;
+    state.rating = { sent: 0, closed: false, commentSent: false };
+    state.outbox = [];
+    saveOutbox();
+    store.set('read', { seq: 0 });
+    renderPending();
+    renderHeader();
+    renderUnread();
+  }
+
+  function plainObject(v) {
+    return !!v && typeof v === 'object' && !Array.isArray(v);
+  }
+
+  function setUser(user) {
+    if (!plainObject(user)) throw new TypeError('kefu.setUser expects an object {user_id, user_hash, name, email}');
+    const p = {};
+    if (typeof user.name === 'string') p.name = user.name;
+    if (typeof user.email === 'string') p.email = user.email;
+    if (Object.keys(p).length) {
       state.profile = Object.assign({}, state.profile, p);
       sendProfile();
+    }
+    if (user.user_id === undefined || user.user_id === null || user.user_id === '') return;
+    const next = { user_id: String(user.user_id), user_hash: String(user.user_hash || '') };
+    const same = state.user && state.user.user_id === next.user_id && state.user.user_hash === next.user_hash;
+    if (same) return;
+    state.user = next;
+    state.identityError = null;
+    // Connected as someone else (or anonymously): connect again as this user.
+    if (state.started) transport.restart();
+  }
+
+  function identityParams(u) {
+    if (!state.user) return;
+    u.searchParams.set('user_id', state.user.user_id);
+    if (state.user.user_hash) u.searchParams.set('user_hash', state.user.user_hash);
+  }
+
+  /** PATCH /api/visitor/attributes once the visitor has a token; resolves to the visitor. */
+  function setAttributes(attributes) {
+    if (!plainObject(attributes)) return Promise.reject(new TypeError('kefu.setAttributes expects an object'));
+    return new Promise((resolve, reject) => {
+      state.attributeQueue = state.attributeQueue || [];
+      state.attributeQueue.push({ attributes, resolve, reject });
+      flushAttributes();
+    });
+  }
+
+  async function flushAttributes() {
+    if (!state.token || !state.ready || state.flushingAttributes) return;
+    state.flushingAttributes = true;
+    try {
+      while (state.attributeQueue && state.attributeQueue.length) {
+        const job = state.attributeQueue.shift();
+        const u = new URL('/api/visitor/attributes', BASE);
+        u.searchParams.set('site', SITE);
+        u.searchParams.set('token', state.token);
+        try {
+          const res = await fetch(u, { method: 'PATCH', credentials: 'omit', headers: { 'content-type': 'application/json' }, body: JSON.stringify(job.attributes) });
+          const body = await res.json().catch(() => null);
+          if (!res.ok) throw new Error((body && body.error && body.error.message) || 'HTTP ' + res.status);
+          state.visitor = body;
+          job.resolve(body);
+        } catch (e) {
+          job.reject(e);
+        }
+      }
+    } finally {
+      state.flushingAttributes = false;
+    }
+  }
+
+  function reset() {
+    state.token = null;
+    store.set('token', null);
+    state.user = null;
+    state.profile = null;
+    state.emailSaved = null;
+    state.visitor = null;
+    forgetConversation();
+    if (state.started) transport.restart();
+  }
+
+  const methods = {
+    open: () => setOpen(true),
+    close: () => setOpen(false),
+    setUser,
+    setAttributes,
+    reset,
+    on(event, fn) {
+      if (!EVENTS.includes(event)) throw new TypeError('kefu.on: unknown event "' + event + '" (one of ' + EVENTS.join(', ') + ')');
+      if (typeof fn !== 'function') throw new TypeError('kefu.on expects a function');
+      if (!api.listeners.has(event)) api.listeners.set(event, []);
+      api.listeners.get(event).push(fn);
+      // Late listeners still learn that the widget is ready.
+      if (event === 'ready' && state.everReady) fn({ visitor_id: state.visitor && state.visitor.id, within_business_hours: state.withinHours });
+    },
+    off(event, fn) {
+      const list = api.listeners.get(event);
+      if (!list) return;
+      const i = list.indexOf(fn);
+      if (i >= 0) list.splice(i, 1);
+    },
+    /** The first version's name for setUser without identity: {name, email}. */
+    identify(profile) {
+      if (!plainObject(profile)) return;
+      setUser({ name: profile.name, email: profile.email });
     },
   };
+
+  // kefu('open') and kefu.open() both work; calls queued by the snippet run now, in order.
+  const queued = typeof window.kefu === 'function' && Array.isArray(window.kefu.q) ? window.kefu.q : [];
+  function kefu(name, ...args) {
+    const fn = methods[name];
+    if (typeof fn !== 'function') throw new TypeError('kefu: unknown method "' + name + '"');
+    return fn(...args);
+  }
+  Object.assign(kefu, methods);
+  window.kefu = kefu;
+  window.Kefu = { open: methods.open, close: methods.close, identify: methods.identify };
+  if (script.dataset.userId) {
+    setUser({ user_id: script.dataset.userId, user_hash: script.dataset.userHash, name: script.dataset.userName, email: script.dataset.userEmail });
+  }
+  for (const args of queued) {
+    try {
+      const r = kefu(...Array.from(args));
+      if (r && typeof r.catch === 'function') r.catch((e) => console.warn('kefu:', e.message));
+    } catch (e) {
+      console.warn('kefu:', e.message);
+    }
+  }
 
   // -------------------------------------------------------------------------------------
   // Start
@@ -1106,6 +1379,7 @@ textarea:focus-visible { outline: none; }
       state.greeting = state.greeting || c.greeting || '';
       state.offlineMessage = c.offline_message || '';
       if (state.agentsOnline === null || refresh) state.agentsOnline = !!c.agents_online;
+      if (typeof c.within_business_hours === 'boolean') setHours(c.within_business_hours, c.next_open_at);
       const primary = c.colours && c.colours.primary;
       if (primary && window.CSS && CSS.supports('color', primary)) ui.root.style.setProperty('--kefu-primary', primary);
       renderHeader();
@@ -1118,5 +1392,6 @@ textarea:focus-visible { outline: none; }
   renderHeader();
   renderPending();
   setOpen(state.open);
+  state.started = true;
   loadConfig().then((ok) => { if (ok) transport.start(); });
 })();

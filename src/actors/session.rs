@@ -622,32 +622,29 @@ impl WsSession {
         comment: Option<String>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Result<(), (AppError, Option<String>)> {
-        let Peer::Visitor { conversation, .. } = &self.peer else {
+        let Peer::Visitor {
+            conversation,
+            visitor,
+            ..
+        } = &self.peer
+        else {
             return Err((AppError::bad_request("rating is for visitors"), None));
         };
-        if !(1..=5).contains(&score) {
-            return Err((AppError::bad_request("score must be 1 to 5"), None));
-        }
-        let comment = match comment.as_deref().map(str::trim) {
-            Some(c) if c.chars().count() > limits::MAX_BODY_CHARS => {
-                return Err((AppError::too_large("comment is too long"), None))
-            }
-            Some("") | None => None,
-            Some(c) => Some(c.to_string()),
-        };
+        let (stars, comment) =
+            crate::domain::csat::validate(score, comment.as_deref()).map_err(|e| (e, None))?;
         let Some(conv) = conversation.as_ref().map(|c| c.id) else {
             return Err((AppError::conflict("there is no conversation to rate"), None));
         };
+        let visitor_id = visitor.id;
         let state = self.state.clone();
         async move {
-            let updated = state
+            let window = state.settings.csat_window();
+            let c = state
                 .db
                 .run(async |conn| {
-                    crate::db::conversations::rate(conn, conv, score as i16, comment).await
+                    crate::db::csat::rate(conn, conv, visitor_id, stars, comment, window).await
                 })
                 .await?;
-            let c = updated
-                .ok_or_else(|| AppError::conflict("only a resolved conversation can be rated"))?;
             state
                 .bus
                 .publish(Event::ConversationUpdated { conversation: c });
@@ -778,12 +775,15 @@ impl Actor for WsSession {
                 agents_online,
                 ..
             } => {
+                let now = chrono::Utc::now();
                 let text = ServerFrame::Welcome {
                     token,
                     visitor,
                     conversation: conversation.as_deref(),
                     agents_online: *agents_online,
                     greeting: &site.greeting,
+                    within_business_hours: site.is_open(now),
+                    next_open_at: site.business_hours.as_ref().and_then(|h| h.next_open(now)),
                 }
                 .encode();
                 self.send_text(ctx, text);

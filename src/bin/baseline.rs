@@ -186,6 +186,8 @@ impl Actor for VisitorWs {
             conversation: None,
             agents_online: true,
             greeting: "hello",
+            within_business_hours: true,
+            next_open_at: None,
         }
         .encode();
         ctx.text(text);
@@ -312,6 +314,7 @@ async fn visitor_ws(
             attributes: serde_json::json!({}),
             created_at: now,
             last_seen_at: now,
+            user_id: None,
         },
         conversation: Uuid::new_v4(),
         seq: 0,

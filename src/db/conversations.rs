@@ -287,30 +287,6 @@ pub async fn reopen(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<
     get(conn, id).await
 }
 
-/// Stores a CSAT rating; only a resolved conversation takes one.
-pub async fn rate(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    score: i16,
-    comment: Option<String>,
-) -> AppResult<Option<Conversation>> {
-    let n = diesel::update(
-        conversations::table
-            .find(id)
-            .filter(conversations::status.eq("resolved")),
-    )
-    .set((
-        conversations::rating.eq(score),
-        conversations::rating_comment.eq(comment),
-    ))
-    .execute(conn)
-    .await?;
-    if n == 0 {
-        return Ok(None);
-    }
-    get(conn, id).await
-}
-
 // --- assignment ---------------------------------------------------------------------------
 
 #[derive(QueryableByName)]
@@ -346,9 +322,13 @@ struct WaitingRow {
 /// conversations are then locked too (`FOR UPDATE` waits for a message commit in flight
 /// rather than skipping the row, and re-checks that the row is still waiting), so one is
 /// never handed out twice. Returns the assigned ids.
+///
+/// Conversations of `closed_sites` (outside their business hours) stay in the queue;
+/// agents may still claim them by hand.
 pub async fn assign_waiting(
     conn: &mut AsyncPgConnection,
     available_within_secs: i64,
+    closed_sites: &[Uuid],
 ) -> AppResult<Vec<Uuid>> {
     conn.transaction(async |conn| {
         // Lock the available agents first, in a statement of its own: under READ
@@ -400,11 +380,12 @@ pub async fn assign_waiting(
             "SELECT id, queued_at FROM conversations \
              WHERE status = 'pending' AND assignee_id IS NULL AND id IN ( \
                SELECT id FROM conversations \
-               WHERE status = 'pending' AND assignee_id IS NULL \
+               WHERE status = 'pending' AND assignee_id IS NULL AND site_id <> ALL($2) \
                ORDER BY queued_at, id LIMIT $1) \
              ORDER BY id FOR UPDATE",
         )
         .bind::<BigInt, _>(spare)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(closed_sites)
         .load(conn)
         .await?;
         waiting.sort_by_key(|w| (w.queued_at, w.id));
@@ -476,7 +457,7 @@ pub async fn stats(conn: &mut AsyncPgConnection, available_within_secs: i64) -> 
               FILTER (WHERE first_response_at IS NOT NULL) AS median_first_response_seconds, \
            percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM resolved_at - created_at)) \
               FILTER (WHERE resolved_at IS NOT NULL) AS median_resolution_seconds, \
-           avg(rating)::float8 AS average_rating \
+           (SELECT avg(rating)::float8 FROM csat_ratings) AS average_rating \
          FROM conversations",
     )
     .bind::<Double, _>(available_within_secs as f64)

@@ -8,6 +8,7 @@ pub mod agents;
 pub mod attachments;
 pub mod canned;
 pub mod conversations;
+pub mod csat;
 pub mod labels;
 pub mod messages;
 pub mod partitions;

@@ -10,6 +10,8 @@ diesel::table! {
         offline_message -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        business_hours -> Nullable<Jsonb>,
+        identity_secret -> Nullable<Text>,
     }
 }
 
@@ -23,6 +25,25 @@ diesel::table! {
         attributes -> Jsonb,
         created_at -> Timestamptz,
         last_seen_at -> Timestamptz,
+        user_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    visitor_tokens (token_hash) {
+        token_hash -> Bytea,
+        visitor_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    csat_ratings (conversation_id) {
+        conversation_id -> Uuid,
+        rating -> Int2,
+        comment -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -168,6 +189,8 @@ diesel::joinable!(conversations -> agents (assignee_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(conversation_labels -> labels (label_id));
 diesel::joinable!(conversation_labels -> conversations (conversation_id));
+diesel::joinable!(visitor_tokens -> visitors (visitor_id));
+diesel::joinable!(csat_ratings -> conversations (conversation_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     sites,
@@ -182,4 +205,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     canned_responses,
     labels,
     conversation_labels,
+    visitor_tokens,
+    csat_ratings,
 );

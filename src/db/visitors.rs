@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::schema::visitors;
+use super::schema::{visitor_tokens, visitors};
 use crate::error::AppResult;
 use crate::protocol::Visitor;
 
@@ -20,6 +20,7 @@ pub struct VisitorRow {
     pub attributes: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    pub user_id: Option<String>,
 }
 
 impl From<VisitorRow> for Visitor {
@@ -32,6 +33,7 @@ impl From<VisitorRow> for Visitor {
             attributes: r.attributes,
             created_at: r.created_at,
             last_seen_at: r.last_seen_at,
+            user_id: r.user_id,
         }
     }
 }
@@ -53,15 +55,24 @@ pub async fn create(
     Ok(row.into())
 }
 
-/// The visitor behind a token on this site, marking it seen.
+/// The visitor behind a token on this site, marking it seen. A verified user's further
+/// devices hold tokens of their own, in `visitor_tokens`.
 pub async fn by_token(
     conn: &mut AsyncPgConnection,
     site_id: Uuid,
     token_hash: &[u8],
 ) -> AppResult<Option<Visitor>> {
+    let device = visitor_tokens::table
+        .filter(visitor_tokens::token_hash.eq(token_hash))
+        .select(visitor_tokens::visitor_id)
+        .single_value();
     let row: Option<VisitorRow> = diesel::update(
         visitors::table
-            .filter(visitors::token_hash.eq(token_hash))
+            .filter(
+                visitors::token_hash
+                    .eq(token_hash)
+                    .or(visitors::id.nullable().eq(device)),
+            )
             .filter(visitors::site_id.eq(site_id)),
     )
     .set(visitors::last_seen_at.eq(Utc::now()))
@@ -119,4 +130,101 @@ pub async fn update_profile(
         Ok(row.into())
     })
     .await
+}
+
+// --- verified identities (identity verification) ------------------------------------------
+
+/// The visitor of a verified user of this site, marking it seen.
+pub async fn by_user(
+    conn: &mut AsyncPgConnection,
+    site_id: Uuid,
+    user_id: &str,
+) -> AppResult<Option<Visitor>> {
+    let row: Option<VisitorRow> = diesel::update(
+        visitors::table
+            .filter(visitors::site_id.eq(site_id))
+            .filter(visitors::user_id.eq(user_id)),
+    )
+    .set(visitors::last_seen_at.eq(Utc::now()))
+    .returning(VisitorRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(Visitor::from))
+}
+
+/// A new visitor for a verified user; `None` when another device created it first.
+pub async fn create_for_user(
+    conn: &mut AsyncPgConnection,
+    site_id: Uuid,
+    token_hash: &[u8],
+    user_id: &str,
+) -> AppResult<Option<Visitor>> {
+    let row: Option<VisitorRow> = diesel::insert_into(visitors::table)
+        .values((
+            visitors::id.eq(Uuid::new_v4()),
+            visitors::site_id.eq(site_id),
+            visitors::token_hash.eq(token_hash),
+            visitors::user_id.eq(user_id),
+        ))
+        .on_conflict_do_nothing()
+        .returning(VisitorRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(row.map(Visitor::from))
+}
+
+/// An anonymous visitor signs in: it becomes the user's visitor, keeping its history.
+/// `None` when it is no longer anonymous or the user has a visitor already.
+pub async fn claim_for_user(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    user_id: &str,
+) -> AppResult<Option<Visitor>> {
+    let site: Option<Uuid> = visitors::table
+        .find(id)
+        .select(visitors::site_id)
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(site) = site else { return Ok(None) };
+    // A race with another device creating the user's visitor ends at the unique index.
+    let taken: bool = diesel::select(diesel::dsl::exists(
+        visitors::table
+            .filter(visitors::site_id.eq(site))
+            .filter(visitors::user_id.eq(user_id)),
+    ))
+    .get_result(conn)
+    .await?;
+    if taken {
+        return Ok(None);
+    }
+    let row: Option<VisitorRow> =
+        diesel::update(visitors::table.find(id).filter(visitors::user_id.is_null()))
+            .set((
+                visitors::user_id.eq(user_id),
+                visitors::last_seen_at.eq(Utc::now()),
+            ))
+            .returning(VisitorRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+    Ok(row.map(Visitor::from))
+}
+
+/// One more device token for a visitor.
+pub async fn add_token(
+    conn: &mut AsyncPgConnection,
+    visitor_id: Uuid,
+    token_hash: &[u8],
+) -> AppResult<()> {
+    diesel::insert_into(visitor_tokens::table)
+        .values((
+            visitor_tokens::token_hash.eq(token_hash),
+            visitor_tokens::visitor_id.eq(visitor_id),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -4,5 +4,8 @@
 pub mod assignment;
 pub mod attachments;
 pub mod attributes;
+pub mod business_hours;
+pub mod csat;
+pub mod identity;
 pub mod limits;
 pub mod search;

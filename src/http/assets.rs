@@ -72,6 +72,16 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/console-workflow.css"),
     },
     Asset {
+        name: "console-hours.js",
+        content_type: JS,
+        body: include_str!("../../web/console-hours.js"),
+    },
+    Asset {
+        name: "console-hours.css",
+        content_type: CSS,
+        body: include_str!("../../web/console-hours.css"),
+    },
+    Asset {
         name: "page.css",
         content_type: CSS,
         body: include_str!("../../web/page.css"),

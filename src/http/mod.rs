@@ -7,11 +7,14 @@ pub mod attachments;
 pub mod auth;
 pub mod canned;
 pub mod conversations;
+pub mod csat;
+pub mod identity;
 pub mod labels;
 pub mod ops;
 pub mod poll;
 pub mod search;
 pub mod sites;
+pub mod visitor_attributes;
 pub mod visitors;
 pub mod widget;
 pub mod ws;
@@ -139,6 +142,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/sites", web::get().to(sites::list))
     .route("/api/sites", web::post().to(sites::create))
     .route("/api/sites/{id}", web::patch().to(sites::update))
+    .route(
+        "/api/sites/{id}/identity_secret",
+        web::post().to(identity::create_secret),
+    )
+    .route(
+        "/api/sites/{id}/identity_secret",
+        web::delete().to(identity::delete_secret),
+    )
+    .route("/api/csat", web::get().to(csat::summary))
+    .route(
+        "/api/visitor/attributes",
+        web::patch().to(visitor_attributes::patch),
+    )
+    .route(
+        "/api/visitor/attributes",
+        web::method(actix_web::http::Method::OPTIONS).to(visitor_attributes::preflight),
+    )
     .route("/", web::get().to(assets::demo))
     .route("/widget.js", web::get().to(assets::widget_js))
     .route("/chat", web::get().to(assets::chat))

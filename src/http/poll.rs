@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{hash_token, new_token};
+use super::hash_token;
 use crate::actors::room::{Leave, Post, Room};
 use crate::actors::session::{room_for, Outbound, SessionHandle};
 use crate::bus::Event;
@@ -57,6 +57,9 @@ pub struct PollQuery {
     site: Option<String>,
     token: Option<String>,
     after_seq: Option<i64>,
+    /// Identity verification (session only): see `http::identity`.
+    user_id: Option<String>,
+    user_hash: Option<String>,
 }
 
 /// `Access-Control-Allow-Origin` for a page the site allows.
@@ -149,27 +152,25 @@ pub async fn session(
     q: web::Query<PollQuery>,
 ) -> AppResult<HttpResponse> {
     let site = site_for(&state, &req, q.site.as_deref()).await?;
-    let token = presented(q.token.as_deref());
-    let site_id = site.id;
-    let (visitor, token, conversation) = state
-        .db
-        .run(async |conn| {
-            let existing = match token {
-                Some(t) => crate::db::visitors::by_token(conn, site_id, &hash_token(t)).await?,
-                None => None,
-            };
-            let (visitor, token) = match (existing, token) {
-                (Some(v), Some(t)) => (v, t.to_string()),
-                _ => {
-                    let token = new_token();
-                    let v = crate::db::visitors::create(conn, site_id, &hash_token(&token)).await?;
-                    (v, token)
-                }
-            };
-            let conv = crate::db::conversations::latest_for_visitor(conn, visitor.id).await?;
-            Ok((visitor, token, conv))
-        })
-        .await?;
+    let resolved = super::identity::resolve_visitor(
+        &state,
+        &site,
+        super::identity::Presented {
+            token: q.token.as_deref(),
+            user_id: q.user_id.as_deref(),
+            user_hash: q.user_hash.as_deref(),
+        },
+    )
+    .await;
+    let (visitor, token, conversation) = match resolved {
+        Ok(r) => r,
+        // The widget on the host's page must be able to read why (a refused identity).
+        Err(e) => {
+            let res = actix_web::ResponseError::error_response(&e);
+            return Ok(with_cors(&req, &site, res));
+        }
+    };
+    let now = chrono::Utc::now();
     let agents_online = state.cache.agents_online(state.available_window()).await? > 0;
     let text = ServerFrame::Welcome {
         token: &token,
@@ -177,6 +178,8 @@ pub async fn session(
         conversation: conversation.as_ref(),
         agents_online,
         greeting: &site.greeting,
+        within_business_hours: site.is_open(now),
+        next_open_at: site.business_hours.as_ref().and_then(|h| h.next_open(now)),
     }
     .encode();
     let res = HttpResponse::Ok()
@@ -481,27 +484,18 @@ async fn rate(
     score: i64,
     comment: Option<String>,
 ) -> AppResult<Uuid> {
-    if !(1..=5).contains(&score) {
-        return Err(AppError::bad_request("score must be 1 to 5"));
-    }
-    let comment = match comment.as_deref().map(str::trim) {
-        Some(c) if c.chars().count() > limits::MAX_BODY_CHARS => {
-            return Err(AppError::too_large("comment is too long"))
-        }
-        Some("") | None => None,
-        Some(c) => Some(c.to_string()),
-    };
+    let (stars, comment) = crate::domain::csat::validate(score, comment.as_deref())?;
     let conv = state
         .db
         .run(async |conn| crate::db::conversations::latest_for_visitor(conn, visitor_id).await)
         .await?
         .ok_or_else(|| AppError::conflict("there is no conversation to rate"))?;
     let id = conv.id;
+    let window = state.settings.csat_window();
     let updated = state
         .db
-        .run(async |conn| crate::db::conversations::rate(conn, id, score as i16, comment).await)
-        .await?
-        .ok_or_else(|| AppError::conflict("only a resolved conversation can be rated"))?;
+        .run(async |conn| crate::db::csat::rate(conn, id, visitor_id, stars, comment, window).await)
+        .await?;
     state.bus.publish(Event::ConversationUpdated {
         conversation: updated,
     });

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::{parse_id, AuthAgent};
 use crate::actors::cache::CacheKey;
 use crate::db::sites::SitePatch;
+use crate::domain::business_hours::BusinessHours;
 use crate::error::{AppError, AppResult};
 use crate::protocol::Site;
 use crate::state::AppState;
@@ -30,6 +31,23 @@ pub struct CreateBody {
     greeting: String,
     #[serde(default)]
     offline_message: String,
+    #[serde(default)]
+    business_hours: Option<BusinessHours>,
+}
+
+/// `null` and "absent" differ in a patch: `Some(None)` is an explicit null.
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A checked schedule as stored.
+fn hours_value(h: &BusinessHours) -> AppResult<serde_json::Value> {
+    h.validate()?;
+    serde_json::to_value(h).map_err(|e| AppError::internal(format!("business hours: {e}")))
 }
 
 /// Origins are compared as `scheme://host[:port]`, lower-case, without a trailing slash.
@@ -77,9 +95,19 @@ pub async fn create(
     let allowed = origins(&b.allowed_origins)?;
     let greeting = check_text("greeting", &b.greeting)?;
     let offline = check_text("offline_message", &b.offline_message)?;
+    let hours = b.business_hours.as_ref().map(hours_value).transpose()?;
     let site = state
         .db
-        .run(async |conn| crate::db::sites::create(conn, name, allowed, greeting, offline).await)
+        .run(async |conn| {
+            let site = crate::db::sites::create(conn, name, allowed, greeting, offline).await?;
+            let Some(hours) = hours else { return Ok(site) };
+            let patch = SitePatch {
+                business_hours: Some(Some(hours)),
+                ..SitePatch::default()
+            };
+            let updated = crate::db::sites::update(conn, site.id, patch).await?;
+            Ok(updated.unwrap_or(site))
+        })
         .await?;
     Ok(HttpResponse::Created().json(site))
 }
@@ -90,6 +118,8 @@ pub struct PatchBody {
     allowed_origins: Option<Vec<String>>,
     greeting: Option<String>,
     offline_message: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    business_hours: Option<Option<BusinessHours>>,
 }
 
 pub async fn update(
@@ -120,6 +150,11 @@ pub async fn update(
             .as_deref()
             .map(|g| check_text("offline_message", g))
             .transpose()?,
+        business_hours: match &b.business_hours {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(h)) => Some(Some(hours_value(h)?)),
+        },
         updated_at: None,
     };
     let site = state

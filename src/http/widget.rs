@@ -27,6 +27,10 @@ struct WidgetConfig<'a> {
     greeting: &'a str,
     offline_message: &'a str,
     agents_online: bool,
+    /// False outside the site's business hours (the widget then shows the offline message
+    /// and asks for an email); always true for a site without a schedule.
+    within_business_hours: bool,
+    next_open_at: Option<chrono::DateTime<chrono::Utc>>,
     colours: Colours,
 }
 
@@ -58,12 +62,15 @@ pub async fn config(
         .await?
         .ok_or_else(|| AppError::not_found("site"))?;
     let online = state.cache.agents_online(state.available_window()).await? > 0;
+    let now = chrono::Utc::now();
     let body = WidgetConfig {
         site_id: site.id,
         name: &site.name,
         greeting: &site.greeting,
         offline_message: &site.offline_message,
         agents_online: online,
+        within_business_hours: site.is_open(now),
+        next_open_at: site.business_hours.as_ref().and_then(|h| h.next_open(now)),
         colours: Colours {
             primary: "#2563eb",
             background: "#ffffff",

@@ -9,7 +9,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde::Deserialize;
 
-use super::{authenticate, hash_token, new_token};
+use super::authenticate;
+use super::identity::{resolve_visitor, Presented};
 use crate::actors::session::{Peer, WsSession};
 use crate::domain::limits::TokenBucket;
 use crate::error::{AppError, AppResult};
@@ -24,6 +25,9 @@ const CODEC_MAX_FRAME: usize = 1024 * 1024;
 pub struct VisitorQuery {
     site: Option<String>,
     token: Option<String>,
+    /// Identity verification: the host's user id and its HMAC (see `http::identity`).
+    user_id: Option<String>,
+    user_hash: Option<String>,
 }
 
 fn start(req: &HttpRequest, stream: web::Payload, session: WsSession) -> AppResult<HttpResponse> {
@@ -59,30 +63,16 @@ pub async fn visitor(
         ));
     }
     let permit = state.admit(req.peer_addr().map(|a| a.ip()))?;
-    let presented = q
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty() && t.len() <= 128);
-    let site_id = site.id;
-    let (visitor, token, conversation) = state
-        .db
-        .run(async |conn| {
-            let existing = match presented {
-                Some(t) => crate::db::visitors::by_token(conn, site_id, &hash_token(t)).await?,
-                None => None,
-            };
-            let (visitor, token) = match (existing, presented) {
-                (Some(v), Some(t)) => (v, t.to_string()),
-                _ => {
-                    let token = new_token();
-                    let v = crate::db::visitors::create(conn, site_id, &hash_token(&token)).await?;
-                    (v, token)
-                }
-            };
-            let conv = crate::db::conversations::latest_for_visitor(conn, visitor.id).await?;
-            Ok((visitor, token, conv))
-        })
-        .await?;
+    let (visitor, token, conversation) = resolve_visitor(
+        &state,
+        &site,
+        Presented {
+            token: q.token.as_deref(),
+            user_id: q.user_id.as_deref(),
+            user_hash: q.user_hash.as_deref(),
+        },
+    )
+    .await?;
     let agents_online = state.cache.agents_online(state.available_window()).await? > 0;
     let peer = Peer::Visitor {
         site: Arc::clone(&site),
