@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::actors::room::{Deliver, Room};
 use crate::actors::session::SessionHandle;
 use crate::metrics::Metrics;
+use crate::presence::{OnlineVisitor, Presence};
 use crate::protocol::{AgentStatus, Conversation, Message, SenderType, ServerFrame};
 use crate::redis_client::Redis;
 
@@ -55,6 +56,15 @@ pub enum Event {
         agent_id: Uuid,
         status: AgentStatus,
     },
+    /// Visitors arrived or moved to another page (the agents' "online now" list), batched
+    /// per node and tick so a crowd arriving does not flood agents' sockets.
+    VisitorsOnline {
+        visitors: Vec<OnlineVisitor>,
+    },
+    /// Visitors whose last connection on any node closed.
+    VisitorsOffline {
+        visitor_ids: Vec<Uuid>,
+    },
     /// An agent's tokens were revoked (logout everywhere, disabled): close its sockets.
     AgentRevoked {
         agent_id: Uuid,
@@ -74,7 +84,10 @@ impl Event {
             | Event::Read {
                 conversation_id, ..
             } => Some(*conversation_id),
-            Event::Presence { .. } | Event::AgentRevoked { .. } => None,
+            Event::Presence { .. }
+            | Event::AgentRevoked { .. }
+            | Event::VisitorsOnline { .. }
+            | Event::VisitorsOffline { .. } => None,
         }
     }
 
@@ -125,6 +138,10 @@ impl Event {
                 status: *status,
             }
             .encode(),
+            Event::VisitorsOnline { visitors } => ServerFrame::VisitorOnline { visitors }.encode(),
+            Event::VisitorsOffline { visitor_ids } => {
+                ServerFrame::VisitorOffline { visitor_ids }.encode()
+            }
             Event::AgentRevoked { .. } => return None,
         };
         Some(text)
@@ -242,6 +259,10 @@ pub struct Bus {
     pub node_id: Arc<str>,
     pub rooms: RoomRegistry,
     pub agents: AgentRegistry,
+    /// Visitors connected to this node (see [`crate::presence`]).
+    pub presence: Presence,
+    /// Agents' latest typing and read receipts, for long-polling visitors.
+    pub signals: Signals,
     redis: Option<RedisBus>,
     cache: Option<crate::actors::cache::Cache>,
     metrics: Metrics,
@@ -259,6 +280,8 @@ impl Bus {
             node_id: node_id.into(),
             rooms: Arc::default(),
             agents: AgentRegistry::default(),
+            presence: Presence::default(),
+            signals: Signals::new(),
             redis: None,
             cache: None,
             metrics,
@@ -334,6 +357,13 @@ impl Bus {
         }
         if let (Event::MessageCreated { message, .. }, Some(cache)) = (event, &self.cache) {
             cache.forget_history(message.conversation_id);
+        }
+        match event {
+            // A conversation made for a visitor (an agent's greeting, another tab's first
+            // message) reaches the visitor's sessions that had none.
+            Event::ConversationCreated { conversation } => self.presence.adopt(conversation),
+            Event::Typing { .. } | Event::Read { .. } => self.signals.record(event),
+            _ => {}
         }
         if let Some(conv) = event.conversation_id() {
             let room = self.rooms.read().ok().and_then(|m| m.get(&conv).cloned());
@@ -419,5 +449,106 @@ impl Bus {
             }
         }
         Ok(())
+    }
+}
+
+/// The latest typing indicator and read receipt of agents in each conversation, kept by
+/// every node from the events it delivers. A socket gets these live; a long-polling visitor
+/// who was between two polls when one happened gets it with its next poll (`ev` cursor:
+/// the newest signal it has had, in this node's milliseconds). Signals are not stored, so
+/// they are kept only for a while.
+#[derive(Clone)]
+pub struct Signals {
+    cache: moka::sync::Cache<Uuid, SignalState>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SignalState {
+    /// (on, sender_type, at_ms)
+    typing: Option<(bool, SenderType, i64)>,
+    /// (up_to_seq, sender_type, at_ms)
+    read: Option<(i64, SenderType, i64)>,
+}
+
+/// A typing "on" older than this is not replayed (the widget hides it after 6 s anyway).
+const TYPING_FRESH_MS: i64 = 5_000;
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    fn record(&self, event: &Event) {
+        let now = chrono::Utc::now().timestamp_millis();
+        match event {
+            Event::Typing {
+                conversation_id,
+                sender_type,
+                on,
+                ..
+            } if *sender_type != SenderType::Visitor => {
+                let mut s = self.cache.get(conversation_id).unwrap_or_default();
+                s.typing = Some((*on, *sender_type, now));
+                self.cache.insert(*conversation_id, s);
+            }
+            Event::Read {
+                conversation_id,
+                sender_type,
+                up_to_seq,
+                ..
+            } if *sender_type != SenderType::Visitor => {
+                let mut s = self.cache.get(conversation_id).unwrap_or_default();
+                let highest = s.read.map_or(*up_to_seq, |(seq, ..)| seq.max(*up_to_seq));
+                s.read = Some((highest, *sender_type, now));
+                self.cache.insert(*conversation_id, s);
+            }
+            _ => {}
+        }
+    }
+
+    /// The visitor frames of signals newer than `ev`, and the cursor to send next time.
+    pub fn since(&self, conversation_id: Uuid, ev: i64) -> (Vec<String>, i64) {
+        let Some(s) = self.cache.get(&conversation_id) else {
+            return (Vec::new(), ev);
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut frames = Vec::new();
+        let mut next = ev;
+        if let Some((up_to_seq, sender_type, at)) = s.read {
+            if at > ev {
+                frames.push(
+                    ServerFrame::MessageRead {
+                        conversation_id,
+                        up_to_seq,
+                        sender_type,
+                        sender_id: None,
+                    }
+                    .encode(),
+                );
+                next = next.max(at);
+            }
+        }
+        if let Some((on, sender_type, at)) = s.typing {
+            if at > ev {
+                if !on || now - at < TYPING_FRESH_MS {
+                    frames.push(
+                        ServerFrame::Typing {
+                            conversation_id,
+                            on,
+                            sender_type,
+                            sender_id: None,
+                        }
+                        .encode(),
+                    );
+                }
+                next = next.max(at);
+            }
+        }
+        (frames, next)
     }
 }

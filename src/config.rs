@@ -116,6 +116,11 @@ pub struct Settings {
     #[arg(long, env = "KEFU_ROOM_IDLE_SECS", default_value_t = 60)]
     pub room_idle_secs: u64,
 
+    /// A visitor whose last connection closed stays in the agents' "online now" list this
+    /// many seconds (going from page to page reconnects within it).
+    #[arg(long, env = "KEFU_PRESENCE_GRACE_SECS", default_value_t = 8)]
+    pub presence_grace_secs: u64,
+
     /// Database and Redis calls slower than this many milliseconds are logged and counted.
     #[arg(long, env = "KEFU_SLOW_MS", default_value_t = 250)]
     pub slow_ms: u64,

@@ -16,6 +16,9 @@
 //! - Reads that every page load makes (site configuration, agent tokens) go through the
 //!   two-level [`actors::cache::Cache`]; counters live in [`metrics`] and are rendered by the
 //!   [`actors::metrics::MetricsActor`].
+//! - [`presence`] keeps the visitors online now (on every node, shared through Redis) for
+//!   the agents' "online now" list, and hands a conversation an agent opened by greeting a
+//!   visitor to the visitor's open sessions.
 //! - Conversations wait in a queue in PostgreSQL; [`state::AppState::assign_once`] hands them to
 //!   the least-loaded available agent ([`domain::assignment`]), safely across nodes; a site
 //!   outside its business hours ([`domain::business_hours`]) keeps its queue waiting.
@@ -37,6 +40,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod password;
+pub mod presence;
 pub mod protocol;
 pub mod redis_client;
 pub mod server;

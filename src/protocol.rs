@@ -398,6 +398,12 @@ pub enum ServerFrame<'a> {
     },
     #[serde(rename = "presence.update")]
     Presence { agent_id: Uuid, status: AgentStatus },
+    #[serde(rename = "visitor.online")]
+    VisitorOnline {
+        visitors: &'a [crate::presence::OnlineVisitor],
+    },
+    #[serde(rename = "visitor.offline")]
+    VisitorOffline { visitor_ids: &'a [Uuid] },
     #[serde(rename = "pong")]
     Pong {},
     #[serde(rename = "error")]

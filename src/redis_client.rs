@@ -90,6 +90,30 @@ impl Redis {
                 .map_err(|e| e.to_string())
         }
         .await;
+        self.finish(name, started, res)
+    }
+
+    /// Runs a pipeline in one round trip; `None` when Redis is down or a command fails.
+    pub async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Option<T> {
+        if !self.usable() {
+            return None;
+        }
+        let started = Instant::now();
+        let res: Result<T, String> = async {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            pipe.query_async::<T>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        self.finish(name, started, res)
+    }
+
+    fn finish<T>(&self, name: &'static str, started: Instant, res: Result<T, String>) -> Option<T> {
         let took = started.elapsed();
         if took >= self.slow {
             log::warn!("slow redis call {name}: {} ms", took.as_millis());

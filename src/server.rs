@@ -169,6 +169,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
     );
     bootstrap_admin(&state).await?;
     state.spawn_assigner();
+    crate::presence::spawn_upkeep(&state);
     db::partitions::spawn_upkeep(state.db.clone());
 
     let app_state = state.clone();

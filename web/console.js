@@ -21,10 +21,14 @@
   const LAST_SEQ = 9007199254740991; // "before the end"
 
   const $ = (id) => document.getElementById(id);
-
-  // Extension points for the workflow features (web/console-workflow.js: attachments,
-  // canned responses, labels, attributes, search). Each is a list of functions.
+  // Feature modules (console-<feature>.js) hook in here: every live frame, every
+  // (re)connection's resync, sign-out; and, for the workflow features
+  // (web/console-workflow.js: attachments, canned responses, labels, attributes, search),
+  // the extension points below. Each is a list of functions.
   const hooks = {
+    frame: [],
+    resync: [],
+    stop: [],
     messageExtras: [], // (message) -> node | null, shown under the bubble
     listQuery: [], // (URLSearchParams) -> void, extra inbox filters
     listFilter: [], // (conversation) -> bool, live updates outside the filter leave the list
@@ -183,6 +187,7 @@
     S.token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     live.stop();
+    for (const h of hooks.stop) h();
     if (token && !message) {
       fetch('/api/auth/logout', { method: 'POST', headers: { authorization: 'Bearer ' + token } }).catch(() => {});
     }
@@ -272,10 +277,14 @@
   window.addEventListener('online', () => live.kick());
 
   function onFrame(f) {
+    for (const h of hooks.frame) h(f);
     switch (f.type) {
       case 'conversation.created':
         upsertConversation(f.conversation);
-        notify('New conversation', 'A visitor started a conversation.', f.conversation_id);
+        // Not for the conversation this agent just opened by greeting a visitor.
+        if (!(f.conversation && f.conversation.assignee && S.me && f.conversation.assignee.id === S.me.id)) {
+          notify('New conversation', 'A visitor started a conversation.', f.conversation_id);
+        }
         break;
       case 'conversation.updated':
         upsertConversation(f.conversation);
@@ -950,6 +959,18 @@
     renderAlerts();
   });
 
+  // Browsers start sound only after a user gesture: with alerts left on from an earlier
+  // visit, the first click or key press anywhere readies it.
+  function readyAudio() {
+    if (!S.alerts) return;
+    try {
+      audio = audio || new AudioContext();
+      if (audio.state === 'suspended') audio.resume().catch(() => {});
+    } catch (_) { audio = null; }
+  }
+  document.addEventListener('pointerdown', readyAudio, true);
+  document.addEventListener('keydown', readyAudio, true);
+
   function notify(title, body, convId) {
     if (!S.alerts) return;
     if (audio) {
@@ -1005,6 +1026,7 @@
     } catch (e) {
       showError(e);
     }
+    for (const h of hooks.resync) h();
   }
 
   async function start(agent) {
@@ -1041,7 +1063,7 @@
     }
   }
   window.kefuConsole = {
-    S, hooks, api, el, $, ApiError, fmtTime, fmtAgo,
+    S, hooks, api, el, $, ApiError, fmtTime, fmtAgo, linkOrText,
     openConversation, loadList, renderList, renderProfile, upsertConversation, showError,
     reloadCurrent: async () => {
       const cur = S.current;

@@ -302,6 +302,20 @@ textarea:focus { border-color: var(--kefu-primary); box-shadow: 0 0 0 3px rgba(3
 .brand { flex: none; text-align: center; font-size: 11px; color: #9ca3af; padding: 0 0 8px; background: #fff; }
 button:focus-visible { outline: 2px solid #1d4ed8; outline-offset: 2px; }
 textarea:focus-visible { outline: none; }
+.teaser {
+  position: fixed; right: 20px; bottom: 92px; z-index: 2147483000;
+  max-width: min(300px, calc(100vw - 40px)); padding: 12px 14px; border: 0; border-radius: 14px;
+  background: #fff; color: #111827; text-align: left; cursor: pointer;
+  box-shadow: 0 10px 30px rgba(17, 24, 39, .2), 0 1px 3px rgba(17, 24, 39, .08);
+  display: flex; flex-direction: column; gap: 3px; animation: kefu-rise .2s ease-out;
+}
+.teaser-who { font-size: 12px; font-weight: 700; color: var(--kefu-primary); }
+.teaser-text {
+  font-size: 14px; overflow: hidden; display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical;
+  white-space: pre-wrap; overflow-wrap: anywhere;
+}
+.open .teaser { display: none; }
+@keyframes kefu-rise { from { opacity: 0; transform: translateY(8px); } to { opacity: 1; transform: none; } }
 .launcher .when-open { display: none; }
 .open .launcher .when-open { display: block; }
 .open .launcher .when-closed { display: none; }
@@ -395,7 +409,12 @@ textarea:focus-visible { outline: none; }
   }, [icon(ICON_CHAT, 28), icon(ICON_CHEVRON, 30), ui.badge]);
   ui.launcher.firstChild.classList.add('when-closed');
   ui.launcher.children[1].classList.add('when-open');
-  ui.root = el('div', { class: 'root ' + (PAGE_MODE ? 'page' : 'bubble-mode') }, [ui.panel, PAGE_MODE ? null : ui.launcher]);
+  // An unread message while the panel is closed (an agent greeting first, a reply) shows
+  // beside the launcher; a click opens the chat.
+  ui.teaserWho = el('span', { class: 'teaser-who' });
+  ui.teaserText = el('span', { class: 'teaser-text' });
+  ui.teaser = el('button', { class: 'teaser', type: 'button', hidden: true, onclick: () => setOpen(true) }, [ui.teaserWho, ui.teaserText]);
+  ui.root = el('div', { class: 'root ' + (PAGE_MODE ? 'page' : 'bubble-mode') }, [ui.panel, PAGE_MODE ? null : ui.teaser, PAGE_MODE ? null : ui.launcher]);
   shadow.append(ui.root);
 
   function mount() {
@@ -627,9 +646,21 @@ textarea:focus-visible { outline: none; }
 
   function renderUnread() {
     let n = 0;
-    for (const [seq, m] of state.bySeq) if (seq > state.readSeq && m.sender_type !== 'visitor') n++;
+    let latest = null;
+    for (const [seq, m] of state.bySeq) {
+      if (seq > state.readSeq && m.sender_type !== 'visitor') {
+        n++;
+        if (!latest || seq > latest.seq) latest = m;
+      }
+    }
     const show = n > 0 && !(state.open && document.visibilityState === 'visible');
     ui.badge.hidden = !show;
+    ui.teaser.hidden = !show || state.open || !latest;
+    if (latest) {
+      ui.teaserWho.textContent = senderLabel(latest) || state.siteName || 'Support';
+      ui.teaserText.textContent = latest.body;
+      ui.teaser.setAttribute('aria-label', 'Open chat: new message from ' + ui.teaserWho.textContent);
+    }
     ui.badge.textContent = n > 9 ? '9+' : String(n);
     const unread = show ? n : 0;
     if (unread !== state.unread) {
@@ -1001,6 +1032,7 @@ textarea:focus-visible { outline: none; }
     let running = false;
     let ctrl = null;
     let polledConversation = null;
+    let ev = 0; // the newest typing/read signal had (the server replays newer ones)
     function url(path, extra) {
       const u = new URL(path, BASE);
       u.searchParams.set('site', SITE);
@@ -1030,9 +1062,10 @@ textarea:focus-visible { outline: none; }
           polledConversation = state.conversation && state.conversation.id;
           let body;
           try {
-            const r = await fetch(url('/api/visitor/poll', { after_seq: state.lastSeq }), { signal: ctrl.signal, credentials: 'omit', cache: 'no-store' });
+            const r = await fetch(url('/api/visitor/poll', { after_seq: state.lastSeq, ev }), { signal: ctrl.signal, credentials: 'omit', cache: 'no-store' });
             if (!r.ok) throw new Error('poll ' + r.status);
             body = await r.json();
+            if (typeof body.ev === 'number') ev = body.ev;
           } catch (e) {
             if (e && e.name === 'AbortError' && running) continue; // nudged: poll again now
             throw e;

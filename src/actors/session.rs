@@ -21,6 +21,7 @@ use crate::bus::{AgentConn, Event};
 use crate::db::writer::{NewMessage, WriteOutcome};
 use crate::domain::limits::{self, TokenBucket};
 use crate::error::{AppError, AppResult};
+use crate::presence::AdoptConversation;
 use crate::protocol::{
     Agent, ClientFrame, Conversation, Message, SenderType, ServerFrame, Site, Visitor,
 };
@@ -606,6 +607,7 @@ impl WsSession {
             Ok(v) => {
                 let text = ServerFrame::VisitorUpdated { visitor: &v }.encode();
                 act.send_text(ctx, text);
+                crate::presence::profile_changed(&act.state, &v);
                 if let Peer::Visitor { visitor, .. } = &mut act.peer {
                     **visitor = v;
                 }
@@ -787,6 +789,13 @@ impl Actor for WsSession {
                 }
                 .encode();
                 self.send_text(ctx, text);
+                crate::presence::connected(
+                    &self.state,
+                    site,
+                    visitor,
+                    self.id,
+                    crate::presence::Link::Socket(ctx.address().recipient()),
+                );
                 if let Some(conv) = conversation.as_ref().map(|c| c.id) {
                     let state = self.state.clone();
                     async move { room_for(&state, conv, Some(handle)).await }
@@ -821,6 +830,9 @@ impl Actor for WsSession {
             room.do_send(Leave {
                 session_id: self.id,
             });
+        }
+        if let Peer::Visitor { visitor, .. } = &self.peer {
+            crate::presence::disconnected(&self.state, visitor.id, self.id);
         }
         match &self.peer {
             Peer::Agent { .. } => self.state.bus.agents.remove(self.id),
@@ -859,6 +871,63 @@ impl Handler<Outbound> for WsSession {
                 self.close(ctx, code, why);
             }
         }
+    }
+}
+
+impl Handler<AdoptConversation> for WsSession {
+    type Result = ();
+    /// A conversation was created for this visitor elsewhere (an agent greeted first, or
+    /// another tab sent the first message): take it up as if the welcome had named it —
+    /// tell the client, join its room, then send its history (joined first, so nothing
+    /// committed in between is missed; the client drops what it has by `seq`).
+    fn handle(&mut self, msg: AdoptConversation, ctx: &mut Self::Context) {
+        let conv = msg.0;
+        let Peer::Visitor {
+            visitor,
+            conversation,
+            ..
+        } = &mut self.peer
+        else {
+            return;
+        };
+        if conv.visitor_id != visitor.id || conversation.as_ref().is_some_and(|c| c.id == conv.id) {
+            return;
+        }
+        let id = conv.id;
+        let text = ServerFrame::ConversationUpdated {
+            conversation_id: id,
+            conversation: &conv,
+        }
+        .encode();
+        *conversation = Some(conv);
+        self.send_text(ctx, text);
+        if let Some(old) = self.room.take() {
+            old.do_send(Leave {
+                session_id: self.id,
+            });
+        }
+        let state = self.state.clone();
+        let handle = self.session_handle(ctx);
+        async move {
+            let room = room_for(&state, id, Some(handle)).await?;
+            let history = state.cache.history_after(id, 0, false).await?;
+            Ok::<_, AppError>((room, history))
+        }
+        .into_actor(self)
+        .map(move |res, act, ctx| match res {
+            Ok((room, (messages, more))) => {
+                act.room = Some(room);
+                let text = ServerFrame::MessageHistory {
+                    conversation_id: Some(id),
+                    messages: &messages,
+                    more,
+                }
+                .encode();
+                act.send_text(ctx, text);
+            }
+            Err(e) => log::warn!("session {}: cannot take up conversation {id}: {e}", act.id),
+        })
+        .wait(ctx);
     }
 }
 

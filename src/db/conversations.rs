@@ -493,6 +493,89 @@ pub async fn get_or_create(
     .await
 }
 
+/// Opens a conversation for an agent greeting a visitor first: a new one assigned to the
+/// agent (`open`), or the visitor's resolved one reopened and assigned to the agent.
+/// `conflict` when the visitor is already in a pending or open conversation. The visitor
+/// row is locked, so a greeting and the visitor's own first message never make two
+/// conversations. Answers the conversation and whether it was created now.
+pub async fn open_for_greeting(
+    conn: &mut AsyncPgConnection,
+    visitor_id: Uuid,
+    agent_id: Uuid,
+) -> AppResult<(Conversation, bool)> {
+    use super::schema::visitors;
+    conn.transaction(async |conn| {
+        let site_id: Uuid = visitors::table
+            .find(visitor_id)
+            .select(visitors::site_id)
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| AppError::not_found("visitor"))?;
+        let now = Utc::now();
+        match latest_for_visitor(conn, visitor_id).await? {
+            Some(c) if c.status != ConversationStatus::Resolved => Err(AppError::conflict(
+                "the visitor is already in a conversation; reply there",
+            )),
+            Some(c) => {
+                diesel::update(conversations::table.find(c.id))
+                    .set((
+                        conversations::assignee_id.eq(agent_id),
+                        conversations::status.eq("open"),
+                        conversations::resolved_at.eq(None::<DateTime<Utc>>),
+                        conversations::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                let c = get(conn, c.id)
+                    .await?
+                    .ok_or_else(|| AppError::internal("conversation vanished"))?;
+                Ok((c, false))
+            }
+            None => {
+                let id = Uuid::new_v4();
+                diesel::insert_into(conversations::table)
+                    .values((
+                        conversations::id.eq(id),
+                        conversations::site_id.eq(site_id),
+                        conversations::visitor_id.eq(visitor_id),
+                        conversations::assignee_id.eq(agent_id),
+                        conversations::status.eq("open"),
+                    ))
+                    .execute(conn)
+                    .await?;
+                let c = get(conn, id)
+                    .await?
+                    .ok_or_else(|| AppError::internal("conversation vanished after insert"))?;
+                Ok((c, true))
+            }
+        }
+    })
+    .await
+}
+
+/// The latest conversation of each of `visitor_ids` (for the online visitors list).
+pub async fn latest_for_visitors(
+    conn: &mut AsyncPgConnection,
+    visitor_ids: &[Uuid],
+) -> AppResult<Vec<Conversation>> {
+    if visitor_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<WithAssignee> = with_assignee!()
+        .filter(conversations::visitor_id.eq_any(visitor_ids))
+        .distinct_on(conversations::visitor_id)
+        .order((
+            conversations::visitor_id,
+            conversations::created_at.desc(),
+            conversations::id.desc(),
+        ))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(to_dto).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

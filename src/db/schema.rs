@@ -25,6 +25,7 @@ diesel::table! {
         attributes -> Jsonb,
         created_at -> Timestamptz,
         last_seen_at -> Timestamptz,
+        visit_started_at -> Timestamptz,
         user_id -> Nullable<Text>,
     }
 }

@@ -55,8 +55,12 @@ pub async fn create(
     Ok(row.into())
 }
 
-/// The visitor behind a token on this site, marking it seen. A verified user's further
-/// devices hold tokens of their own, in `visitor_tokens`.
+/// A visit ends after this long without the visitor being seen; the next connection
+/// starts a new one (time on site counts from there).
+pub const VISIT_GAP_MINUTES: i32 = 30;
+
+/// The visitor behind a token on this site, marking it seen (and starting a new visit
+/// when the last one ended).
 pub async fn by_token(
     conn: &mut AsyncPgConnection,
     site_id: Uuid,
@@ -75,7 +79,16 @@ pub async fn by_token(
             )
             .filter(visitors::site_id.eq(site_id)),
     )
-    .set(visitors::last_seen_at.eq(Utc::now()))
+    .set((
+        visitors::last_seen_at.eq(Utc::now()),
+        // Old values on the right of SET: a visitor unseen for the gap starts a new visit.
+        visitors::visit_started_at.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+            &format!(
+                "CASE WHEN last_seen_at < now() - interval '{VISIT_GAP_MINUTES} minutes' \
+                 THEN now() ELSE visit_started_at END"
+            ),
+        )),
+    ))
     .returning(VisitorRow::as_returning())
     .get_result(conn)
     .await
@@ -227,4 +240,32 @@ pub async fn add_token(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Marks visitors that are connected now as seen (their visit goes on).
+pub async fn touch_seen(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> AppResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(
+        diesel::update(visitors::table.filter(visitors::id.eq_any(ids)))
+            .set(visitors::last_seen_at.eq(Utc::now()))
+            .execute(conn)
+            .await?,
+    )
+}
+
+/// When the current visits of `ids` began.
+pub async fn visit_started_many(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> AppResult<Vec<(Uuid, DateTime<Utc>)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(visitors::table
+        .filter(visitors::id.eq_any(ids))
+        .select((visitors::id, visitors::visit_started_at))
+        .load(conn)
+        .await?)
 }

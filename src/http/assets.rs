@@ -82,6 +82,16 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../../web/console-hours.css"),
     },
     Asset {
+        name: "console-visitors.js",
+        content_type: JS,
+        body: include_str!("../../web/console-visitors.js"),
+    },
+    Asset {
+        name: "console-visitors.css",
+        content_type: CSS,
+        body: include_str!("../../web/console-visitors.css"),
+    },
+    Asset {
         name: "page.css",
         content_type: CSS,
         body: include_str!("../../web/page.css"),

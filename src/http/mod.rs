@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod assets;
 pub mod attachments;
+pub mod attributes;
 pub mod auth;
 pub mod canned;
 pub mod conversations;
@@ -93,6 +94,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/conversations/{id}/read",
         web::post().to(conversations::read),
     )
+    .route("/api/visitors/online", web::get().to(visitors::online))
+    .route("/api/visitors/{id}/greet", web::post().to(visitors::greet))
     .route(
         "/api/conversations/{id}/attachments",
         web::post().to(attachments::agent_upload),
@@ -115,11 +118,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route(
         "/api/visitor/attributes",
-        web::post().to(visitors::visitor_set),
+        web::post().to(attributes::visitor_set),
     )
     .route(
         "/api/visitors/{id}/attributes",
-        web::patch().to(visitors::agent_patch),
+        web::patch().to(attributes::agent_patch),
     )
     .route("/api/canned_responses", web::get().to(canned::list))
     .route("/api/canned_responses", web::post().to(canned::create))

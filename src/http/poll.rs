@@ -13,8 +13,13 @@
 //!   none yet, the first live frames of the conversation's room within [`POLL_WAIT`]. The
 //!   poll joins the room *before* it reads the database, so nothing committed between the
 //!   two is missed; whatever is committed between two polls is in the next one's read.
-//!   Typing indicators and read receipts are not stored, so one that falls between two
-//!   polls is not replayed (the next typing "on" shows it again).
+//!   Typing indicators and read receipts are not stored, so the poll also takes `ev`, the
+//!   `ev` of the previous answer: every node keeps the agents' latest typing and read
+//!   receipt per conversation ([`crate::bus::Signals`]), and a poll answers at once with
+//!   the ones newer than `ev` — so one that happened between two polls still arrives, as
+//!   it would over the socket.
+//! - While a poll waits, the visitor counts as online ([`crate::presence`]); a visitor
+//!   without a conversation waits for one — the first message, or an agent greeting first.
 //!
 //! Requests are "simple" in the CORS sense (the token travels in the query, the body as
 //! text/plain), so the widget on another origin needs no preflight; answers carry
@@ -29,7 +34,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::CloseCode;
 use bytestring::ByteString;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
 use super::hash_token;
@@ -40,6 +45,7 @@ use crate::db::writer::NewMessage;
 use crate::domain::limits::{self, TokenBucket};
 use crate::error::{AppError, AppResult};
 use crate::http::widget::origin_allowed;
+use crate::presence::Link;
 use crate::protocol::{ClientFrame, Conversation, SenderType, ServerFrame, Site, Visitor};
 use crate::state::AppState;
 
@@ -60,6 +66,7 @@ pub struct PollQuery {
     /// Identity verification (session only): see `http::identity`.
     user_id: Option<String>,
     user_hash: Option<String>,
+    ev: Option<i64>,
 }
 
 /// `Access-Control-Allow-Origin` for a page the site allows.
@@ -86,7 +93,12 @@ pub(crate) fn with_cors(req: &HttpRequest, site: &Site, mut res: HttpResponse) -
 }
 
 fn frames_response(frames: &[String]) -> HttpResponse {
-    let mut body = String::with_capacity(16 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
+    frames_response_ev(frames, None)
+}
+
+/// `{"frames":[…]}`, with `"ev"` (the signal cursor) for polls.
+fn frames_response_ev(frames: &[String], ev: Option<i64>) -> HttpResponse {
+    let mut body = String::with_capacity(40 + frames.iter().map(|f| f.len() + 1).sum::<usize>());
     body.push_str("{\"frames\":[");
     for (i, f) in frames.iter().enumerate() {
         if i > 0 {
@@ -94,7 +106,11 @@ fn frames_response(frames: &[String]) -> HttpResponse {
         }
         body.push_str(f);
     }
-    body.push_str("]}");
+    body.push(']');
+    if let Some(ev) = ev {
+        body.push_str(&format!(",\"ev\":{ev}"));
+    }
+    body.push('}');
     HttpResponse::Ok()
         .content_type("application/json")
         .body(body)
@@ -373,7 +389,10 @@ async fn answer(
             email,
             attributes,
         } => match update_profile(state, visitor_id, name, email, attributes).await {
-            Ok(v) => vec![ServerFrame::VisitorUpdated { visitor: &v }.encode()],
+            Ok(v) => {
+                crate::presence::profile_changed(state, &v);
+                vec![ServerFrame::VisitorUpdated { visitor: &v }.encode()]
+            }
             Err(e) => vec![error_frame(&e, None)],
         },
         ClientFrame::Rating { score, comment } => {
@@ -543,6 +562,19 @@ impl Drop for Membership {
     }
 }
 
+/// Marks the visitor online while a poll lasts (and for the grace period after).
+struct Online {
+    state: AppState,
+    visitor_id: Uuid,
+    link_id: u64,
+}
+
+impl Drop for Online {
+    fn drop(&mut self) {
+        crate::presence::disconnected(&self.state, self.visitor_id, self.link_id);
+    }
+}
+
 /// `GET /api/visitor/poll`: the conversation's state, then messages after `after_seq`, or
 /// the next live frames.
 pub async fn poll(
@@ -550,22 +582,46 @@ pub async fn poll(
     req: HttpRequest,
     q: web::Query<PollQuery>,
 ) -> AppResult<HttpResponse> {
+    let deadline = tokio::time::Instant::now() + POLL_WAIT;
     let site = site_for(&state, &req, q.site.as_deref()).await?;
     let visitor = visitor_for(&state, &site, q.token.as_deref()).await?;
     let after_seq = q.after_seq.unwrap_or(0);
     if after_seq < 0 {
         return Err(AppError::bad_request("after_seq must be ≥ 0"));
     }
+    let ev = q.ev.unwrap_or(0).max(0);
     let visitor_id = visitor.id;
-    let conv = state
-        .db
-        .run(async |conn| crate::db::conversations::latest_for_visitor(conn, visitor_id).await)
-        .await?;
-    let Some(conv) = conv else {
-        // Nothing to wait for until the visitor's first message, whose answer tells the
-        // widget to poll again at once.
-        tokio::time::sleep(POLL_WAIT).await;
-        return Ok(with_cors(&req, &site, frames_response(&[])));
+
+    // Online while the poll lasts; woken when a conversation is made for the visitor.
+    let wake = Arc::new(Notify::new());
+    let woken = wake.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    let link_id = state.next_session_id();
+    crate::presence::connected(&state, &site, &visitor, link_id, Link::Poll(wake.clone()));
+    let _online = Online {
+        state: state.get_ref().clone(),
+        visitor_id,
+        link_id,
+    };
+
+    let latest = async || {
+        state
+            .db
+            .run(async |conn| crate::db::conversations::latest_for_visitor(conn, visitor_id).await)
+            .await
+    };
+    let conv = match latest().await? {
+        Some(c) => c,
+        None => {
+            // Nothing to wait for until the visitor's first message (whose answer tells the
+            // widget to poll again at once) or an agent's greeting (which wakes us).
+            let _ = tokio::time::timeout_at(deadline, woken).await;
+            match latest().await? {
+                Some(c) => c,
+                None => return Ok(with_cors(&req, &site, frames_response_ev(&[], Some(ev)))),
+            }
+        }
     };
 
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -599,18 +655,26 @@ pub async fn poll(
         })
         .await?;
     let mut frames = vec![conversation_frame(&conv)];
-    if !messages.is_empty() {
-        frames.push(
-            ServerFrame::MessageHistory {
-                conversation_id: Some(conv_id),
-                messages: &messages,
-                more,
-            }
-            .encode(),
-        );
-        return Ok(with_cors(&req, &site, frames_response(&frames)));
+    let (signals, next_ev) = state.bus.signals.since(conv_id, ev);
+    if !messages.is_empty() || !signals.is_empty() {
+        if !messages.is_empty() {
+            frames.push(
+                ServerFrame::MessageHistory {
+                    conversation_id: Some(conv_id),
+                    messages: &messages,
+                    more,
+                }
+                .encode(),
+            );
+        }
+        frames.extend(signals);
+        return Ok(with_cors(
+            &req,
+            &site,
+            frames_response_ev(&frames, Some(next_ev)),
+        ));
     }
-    if let Ok(Some(first)) = tokio::time::timeout(POLL_WAIT, rx.recv()).await {
+    if let Ok(Some(first)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         frames.push(first.to_string());
         while frames.len() < MAX_FRAMES {
             match tokio::time::timeout(GATHER, rx.recv()).await {
@@ -619,5 +683,17 @@ pub async fn poll(
             }
         }
     }
-    Ok(with_cors(&req, &site, frames_response(&frames)))
+    // Signals that came meanwhile (live, so usually in `frames` already): move the cursor
+    // past them, adding any this poll did not carry.
+    let (late, next_ev) = state.bus.signals.since(conv_id, ev);
+    for f in late {
+        if !frames.contains(&f) {
+            frames.push(f);
+        }
+    }
+    Ok(with_cors(
+        &req,
+        &site,
+        frames_response_ev(&frames, Some(next_ev)),
+    ))
 }

@@ -155,7 +155,9 @@ test('with nobody online the widget shows the offline message', async () => {
   // agents_online is cached for a moment on the server: allow a few tries.
   await waitUntil(async () => {
     await page.goto(BASE() + '/');
-    await widget.open(page);
+    // The panel remembers it was open (localStorage): a second try must not close it.
+    await widget.launcher(page).waitFor();
+    if (!(await widget.panel(page).isVisible())) await widget.open(page);
     const banner = page.locator('[data-kefu-widget] .banner');
     return (await banner.isVisible()) && (await banner.textContent()).includes('We are offline right now');
   }, { timeout: 20000, interval: 1000, what: 'the offline message' });

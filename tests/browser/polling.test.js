@@ -1,5 +1,6 @@
 // Where WebSocket is blocked, the widget falls back to HTTP long-polling with the same
-// guarantees: live replies and typing, acks, resume after a reload, nothing twice.
+// guarantees: live replies, typing and read status both ways, acks, resume after a reload,
+// nothing twice.
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -54,6 +55,20 @@ test('the widget falls back to long-polling when WebSocket is blocked', { timeou
   const reply = 'Replying over long-polling';
   await agentConsole.reply(agent, reply);
   await waitUntil(async () => (await widget.bodies(visitor)).includes(reply), { what: 'the reply over polling' });
+
+  // Read status both ways, as over the socket: the agent had the conversation open (its
+  // read receipt reached the visitor between or during polls), the visitor had the panel
+  // open (its receipt went up through POST /api/visitor/send).
+  await waitUntil(async () => (await visitor.locator('[data-kefu-widget] .msg.mine .meta').last().textContent()).includes('Read'), { what: '"Read" under the visitor message over polling' });
+  await waitUntil(async () => (await agent.locator('#messages .outgoing .meta').last().textContent()).includes('Seen'), { what: '"Seen" under the reply from a polling visitor' });
+
+  // Typing that starts and stops while no poll is waiting still reaches the widget: the
+  // next poll replays it (its ev cursor), so the indicator shows and then clears.
+  await waitUntil(async () => (await widget.typing(visitor)).trim() === '', { what: 'typing cleared after the reply' });
+  await agent.locator('#reply-text').pressSequentially('Anything else', { delay: 20 });
+  await waitUntil(async () => /is typing/.test(await widget.typing(visitor)), { what: 'typing again over polling' });
+  await agent.locator('#reply-text').fill('');
+  await waitUntil(async () => (await widget.typing(visitor)).trim() === '', { timeout: 5000, what: 'typing off over polling (before the 6 s fallback)' });
 
   // Visitor typing reaches the console through POST /api/visitor/send.
   await widget.input(visitor).pressSequentially('and also', { delay: 20 });
