@@ -22,6 +22,7 @@ fn message() -> Message {
         body: "Hello, I have a question about my order #12345 — it has not arrived yet.".into(),
         client_msg_id: Some("lg1234.0.17.3.1764455555123456".into()),
         created_at: Utc::now(),
+        attachments: Vec::new(),
     }
 }
 
@@ -105,6 +106,7 @@ fn encode(c: &mut Criterion) {
         resolved_at: None,
         rating: None,
         rating_comment: None,
+        labels: None,
     };
     g.bench_function("session.welcome", |b| {
         b.iter(|| {

@@ -89,6 +89,7 @@ fn batches(c: &mut Criterion) {
                                 private: false,
                                 body: "Hello, I have a question about my order.".into(),
                                 client_msg_id: Some(format!("bench-{k}")),
+                                attachments: Vec::new(),
                                 origin: None,
                             })
                         });

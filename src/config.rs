@@ -194,6 +194,43 @@ pub struct Settings {
     /// Seconds given to in-flight work on SIGTERM/SIGINT before the process exits.
     #[arg(long, env = "KEFU_SHUTDOWN_SECS", default_value_t = 10)]
     pub shutdown_secs: u64,
+
+    /// Largest uploaded file (attachment) in bytes; larger uploads answer 413 `too_large`.
+    #[arg(long, env = "KEFU_ATTACHMENT_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub attachment_max_bytes: u64,
+
+    /// Where attachments are stored: `local` (a directory, KEFU_ATTACHMENT_DIR) or `s3`
+    /// (an S3-compatible bucket, KEFU_S3_*). Every node must reach the same store.
+    #[arg(long, env = "KEFU_ATTACHMENT_STORE", default_value = "local")]
+    pub attachment_store: String,
+
+    /// Directory of the local attachment store (created when missing).
+    #[arg(long, env = "KEFU_ATTACHMENT_DIR", default_value = "data/attachments")]
+    pub attachment_dir: std::path::PathBuf,
+
+    /// S3 bucket of the `s3` attachment store.
+    #[arg(long, env = "KEFU_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "KEFU_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 endpoint URL for S3-compatible stores (MinIO, Ceph, R2…); unset = AWS.
+    #[arg(long, env = "KEFU_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 access key id (unset: the usual AWS_* variables and instance credentials).
+    #[arg(long, env = "KEFU_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret access key.
+    #[arg(long, env = "KEFU_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Key prefix of attachments inside the bucket.
+    #[arg(long, env = "KEFU_S3_PREFIX", default_value = "attachments")]
+    pub s3_prefix: String,
 }
 
 impl Settings {

@@ -29,6 +29,9 @@
 //!   ([`db::events`]) in the same transaction; the [`worker`] (inside `kefu serve` or as
 //!   `kefu worker`) turns it into webhook deliveries, auto-resolves idle conversations, and
 //!   out-of-process consumers read it from `GET /api/events`.
+//! - Workflow features (issue 9): attachments ([`http::attachments`], bytes in a
+//!   [`storage::AttachmentStore`]), canned responses, labels, visitor attributes and
+//!   full-text search, each a `http/` module over a `db/` module.
 //! - Shutdown ([`server::RunningServer::stop`]): stop accepting, close sockets with 1001,
 //!   finish in-flight requests, commit queued messages.
 
@@ -46,6 +49,7 @@ pub mod protocol;
 pub mod redis_client;
 pub mod server;
 pub mod state;
+pub mod storage;
 pub mod worker;
 
 pub use config::Settings;

@@ -51,6 +51,29 @@ pub struct Message {
     pub body: String,
     pub client_msg_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Files sent with the message (issue 9). Absent from the JSON when there are none, so
+    /// clients that predate attachments see the messages they always saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentRef>,
+}
+
+/// An uploaded file as messages carry it. `url` is the download route; the client adds
+/// its credentials (an agent's bearer token, a visitor's `site` and `token` query).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    pub id: Uuid,
+    pub name: String,
+    pub content_type: String,
+    pub size: i64,
+    pub url: String,
+}
+
+/// A label as a conversation carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelRef {
+    pub id: Uuid,
+    pub name: String,
+    pub color: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +122,11 @@ pub struct Conversation {
     pub resolved_at: Option<DateTime<Utc>>,
     pub rating: Option<i16>,
     pub rating_comment: Option<String>,
+    /// The conversation's labels, in the inbox list, the single conversation and label
+    /// changes; absent (not empty) where a frame does not carry them, so a client keeps
+    /// what it knew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<LabelRef>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,11 +243,16 @@ pub enum ClientFrame {
     #[serde(rename = "message.send")]
     MessageSend {
         client_msg_id: String,
+        /// May be empty when `attachments` is not.
+        #[serde(default)]
         body: String,
         #[serde(default)]
         conversation_id: Option<Uuid>,
         #[serde(default)]
         private: Option<bool>,
+        /// Ids of files uploaded beforehand (`POST …/attachments`), at most 10.
+        #[serde(default)]
+        attachments: Vec<Uuid>,
     },
     #[serde(rename = "resume")]
     Resume {
@@ -402,6 +435,14 @@ mod tests {
     fn decodes_every_client_frame() {
         let f = ClientFrame::decode(r#"{"type":"message.send","client_msg_id":"a1","body":"hi"}"#);
         assert!(matches!(f, Ok(ClientFrame::MessageSend { .. })));
+        let id = Uuid::new_v4();
+        let f = ClientFrame::decode(&format!(
+            r#"{{"type":"message.send","client_msg_id":"a2","attachments":["{id}"]}}"#
+        ));
+        assert!(
+            matches!(&f, Ok(ClientFrame::MessageSend { body, attachments, .. }) if body.is_empty() && attachments == &[id]),
+            "{f:?}"
+        );
         assert_eq!(
             ClientFrame::decode(r#"{"type":"resume","after_seq":3}"#),
             Ok(ClientFrame::Resume {
@@ -428,6 +469,26 @@ mod tests {
         assert!(ClientFrame::decode(r#"{"type":"nope"}"#).is_err());
         assert!(ClientFrame::decode("[]").is_err());
         assert!(ClientFrame::decode(r#"{"type":"typing","on":"yes"}"#).is_err());
+    }
+
+    #[test]
+    fn messages_without_files_look_as_before() {
+        let m = Message {
+            id: Uuid::nil(),
+            conversation_id: Uuid::nil(),
+            seq: 1,
+            sender_type: SenderType::Visitor,
+            sender_id: None,
+            private: false,
+            body: "hi".into(),
+            client_msg_id: None,
+            created_at: DateTime::<Utc>::MIN_UTC,
+            attachments: Vec::new(),
+        };
+        let v = serde_json::to_value(&m).expect("json");
+        assert!(v.get("attachments").is_none(), "{v}");
+        let back: Message = serde_json::from_value(v).expect("old shape parses");
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
         settings.db_timeout(),
     )
     .map_err(|e| e.message)?;
+    let storage = crate::storage::from_settings(&settings)?;
+    log::info!("attachments are stored in the {}", storage.describe());
     let metrics = Metrics::new();
     let db = db.with_slow_log(Duration::from_millis(settings.slow_ms), metrics.clone());
     let redis = match &settings.redis_url {
@@ -165,6 +167,7 @@ pub async fn start(settings: Settings) -> Result<RunningServer, String> {
         metrics,
         metrics_actor,
         assign,
+        storage,
     );
     bootstrap_admin(&state).await?;
     state.spawn_assigner();

@@ -42,6 +42,8 @@ pub struct Inner {
     /// Wakes the assigner (new conversation, agent online, capacity freed).
     pub assign: Arc<Notify>,
     pub sessions: SessionRegistry,
+    /// Where attachments' bytes live (issue 9).
+    pub storage: Arc<dyn crate::storage::AttachmentStore>,
     session_ids: AtomicU64,
     /// Agents whose activity was written recently (saves a write per request).
     seen_recently: moka::sync::Cache<Uuid, ()>,
@@ -71,6 +73,7 @@ impl AppState {
         metrics: Metrics,
         metrics_actor: Addr<MetricsActor>,
         assign: Arc<Notify>,
+        storage: Arc<dyn crate::storage::AttachmentStore>,
     ) -> AppState {
         AppState(Arc::new(Inner {
             sessions: SessionRegistry::new(
@@ -88,6 +91,7 @@ impl AppState {
             metrics,
             metrics_actor,
             assign,
+            storage,
             session_ids: AtomicU64::new(1),
             seen_recently: moka::sync::Cache::builder()
                 .max_capacity(100_000)

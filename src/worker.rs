@@ -388,6 +388,7 @@ impl Worker {
                     conv.resolved_at.map(|t| t.timestamp_micros()).unwrap_or(0)
                 )),
                 origin: None,
+                attachments: Vec::new(),
             };
             if let Err(e) = self.ctx.writer.write(note).await {
                 log::warn!("worker: auto-resolve message for {id}: {}", e.message);

@@ -22,8 +22,22 @@
 
   const $ = (id) => document.getElementById(id);
   // Feature modules (console-<feature>.js) hook in here: every live frame, every
-  // (re)connection's resync, sign-out.
-  const hooks = { frame: [], resync: [], stop: [] };
+  // (re)connection's resync, sign-out; and, for the workflow features
+  // (web/console-workflow.js: attachments, canned responses, labels, attributes, search),
+  // the extension points below. Each is a list of functions.
+  const hooks = {
+    frame: [],
+    resync: [],
+    stop: [],
+    messageExtras: [], // (message) -> node | null, shown under the bubble
+    listQuery: [], // (URLSearchParams) -> void, extra inbox filters
+    listFilter: [], // (conversation) -> bool, live updates outside the filter leave the list
+    listItemExtras: [], // (conversation) -> node | null, in the inbox row
+    profileExtras: [], // (current) -> [nodes], appended to the visitor profile
+    beforeSend: [], // (entry) -> void, may add attachments to a reply; false = not ready
+    afterSend: [], // (entry) -> void
+    threadOpened: [], // (current) -> void
+  };
 
   const S = {
     token: sessionStorage.getItem(TOKEN_KEY),
@@ -304,7 +318,7 @@
     return !!(c.assignee && S.me && c.assignee.id === S.me.id);
   }
   function matches(c) {
-    return c.status === S.status && inView(c, S.view);
+    return c.status === S.status && inView(c, S.view) && hooks.listFilter.every((f) => f(c));
   }
   function byActivity(a, b) {
     return (Date.parse(b.updated_at) || 0) - (Date.parse(a.updated_at) || 0) || (a.id < b.id ? 1 : -1);
@@ -352,6 +366,7 @@
   async function loadList(more) {
     const gen = more ? listGeneration : ++listGeneration;
     const q = new URLSearchParams({ status: S.status, assignee: S.view, limit: String(LIST_PAGE) });
+    for (const f of hooks.listQuery) f(q);
     if (more && S.listCursor) q.set('cursor', S.listCursor);
     const r = await api('GET', '/api/conversations?' + q);
     if (gen !== listGeneration) return; // the view changed meanwhile
@@ -366,7 +381,9 @@
   function upsertConversation(c) {
     if (!c || !c.id) return;
     rememberAssignee(c);
-    const known = S.index.get(c.id);
+    const known = S.index.get(c.id) || S.list.find((x) => x.id === c.id);
+    // Frames that do not carry labels leave the known ones in place.
+    if (c.labels === undefined && known && known.labels) c = Object.assign({}, c, { labels: known.labels });
     if (known && Date.parse(known.updated_at) > Date.parse(c.updated_at) && known.status === c.status) {
       c = Object.assign({}, c, { updated_at: known.updated_at, last_seq: Math.max(known.last_seq, c.last_seq) });
     }
@@ -392,7 +409,8 @@
       const d = S.details.get(c.id);
       if (!d) loadDetails(c.id);
       const typing = S.typing.get(c.id);
-      const preview = typing ? typing.label + ' is typing…' : d && d.last ? (d.last.private ? 'Note: ' : d.last.sender_type === 'agent' ? 'You: ' : '') + d.last.body : '';
+      const lastText = d && d.last ? d.last.body || (d.last.attachments || []).map((f) => '📎 ' + f.name).join(' ') : '';
+      const preview = typing ? typing.label + ' is typing…' : d && d.last ? (d.last.private ? 'Note: ' : d.last.sender_type === 'agent' ? 'You: ' : '') + lastText : '';
       const selected = S.current && S.current.id === c.id;
       const li = el('li', { class: 'conv' + (selected ? ' selected' : '') + (S.unread.has(c.id) ? ' unread' : ''), 'data-id': c.id }, [
         el('button', {
@@ -412,6 +430,7 @@
           el('span', { class: 'row3' }, [
             el('span', { class: 'chip ' + c.status, text: c.status }),
             el('span', { class: 'assignee', text: c.assignee ? c.assignee.name : 'Unassigned' }),
+            ...hooks.listItemExtras.map((f) => f(c)),
           ]),
         ]),
       ]);
@@ -570,6 +589,7 @@
       cur.more = page.more;
       renderThreadHead();
       renderProfile();
+      for (const f of hooks.threadOpened) f(cur);
       scrollThreadToBottom();
       markRead();
       await fetchAfter(cur); // anything committed while the first page was on its way
@@ -632,7 +652,8 @@
     const who = (m.private ? 'Private note · ' : '') + senderLabel(m);
     return el('li', { class: 'msg ' + kind + (m.sender_type === 'agent' ? ' outgoing' : ''), 'data-seq': String(m.seq), 'data-id': m.id }, [
       el('div', { class: 'who', text: who }),
-      el('div', { class: 'bubble', text: m.body }),
+      m.body ? el('div', { class: 'bubble', text: m.body }) : null,
+      ...hooks.messageExtras.map((f) => f(m)),
       el('div', { class: 'meta', text: fmtTime(m.created_at) }),
     ]);
   }
@@ -774,6 +795,7 @@
     add('First response', c.first_response_at ? fmtTime(c.first_response_at) : '');
     if (c.rating) add('Rating', '★'.repeat(c.rating) + (c.rating_comment ? ' — ' + c.rating_comment : ''));
     add('Visitor id', v.id);
+    for (const f of hooks.profileExtras) rows.push(...(f(cur) || []));
     dl.replaceChildren(...rows);
   }
 
@@ -846,9 +868,12 @@
   function sendReply() {
     const cur = S.current;
     const body = $('reply-text').value.trim();
-    if (!cur || !body) return;
+    if (!cur) return;
     if ([...body].length > 4000) { $('reply-hint').textContent = 'At most 4000 characters.'; return; }
-    const entry = { id: randomId(), convId: cur.id, body, private: noteMode(), failed: null, tries: 0 };
+    const entry = { id: randomId(), convId: cur.id, body, private: noteMode(), failed: null, tries: 0, attachments: [] };
+    if (hooks.beforeSend.some((f) => f(entry) === false)) return;
+    if (!body && !entry.attachments.length) return;
+    for (const f of hooks.afterSend) f(entry);
     S.outbox.push(entry);
     $('reply-text').value = '';
     typing.off();
@@ -862,6 +887,7 @@
     try {
       const m = await api('POST', '/api/conversations/' + entry.convId + '/messages', {
         client_msg_id: entry.id, body: entry.body, private: entry.private,
+        attachments: entry.attachments.map((a) => a.id),
       });
       const i = S.outbox.indexOf(entry);
       if (i >= 0) S.outbox.splice(i, 1);
@@ -890,7 +916,8 @@
         meta.textContent = 'Sending…';
       }
       return el('li', { class: 'msg outgoing pending ' + (e.private ? 'note' : 'agent') + (e.failed ? ' failed' : '') }, [
-        el('div', { class: 'bubble', text: e.body }),
+        e.body ? el('div', { class: 'bubble', text: e.body }) : null,
+        e.attachments.length ? el('div', { class: 'bubble', text: e.attachments.map((a) => '📎 ' + a.name).join('\n') }) : null,
         meta,
       ]);
     });
@@ -1036,7 +1063,19 @@
     }
   }
   window.kefuConsole = {
-    hooks, S, api, el, fmtAgo, linkOrText, showError, openConversation, ApiError,
+    S, hooks, api, el, $, ApiError, fmtTime, fmtAgo, linkOrText,
+    openConversation, loadList, renderList, renderProfile, upsertConversation, showError,
+    reloadCurrent: async () => {
+      const cur = S.current;
+      if (!cur) return;
+      const full = await api('GET', '/api/conversations/' + cur.id);
+      if (S.current !== cur) return;
+      cur.visitor = full.visitor;
+      delete full.visitor;
+      cur.conv = full;
+      renderThreadHead();
+      renderProfile();
+    },
   };
   boot();
 })();

@@ -129,7 +129,7 @@
   if (savedRead && typeof savedRead.seq === 'number') state.readSeq = savedRead.seq;
 
   function saveOutbox() {
-    store.set('outbox', state.outbox.map((e) => ({ id: e.id, body: e.body, at: e.at })));
+    store.set('outbox', state.outbox.map((e) => ({ id: e.id, body: e.body, at: e.at, attachments: e.attachments })));
   }
 
   // -------------------------------------------------------------------------------------
@@ -319,6 +319,19 @@ textarea:focus-visible { outline: none; }
 .launcher .when-open { display: none; }
 .open .launcher .when-open { display: block; }
 .open .launcher .when-closed { display: none; }
+.attach {
+  flex: none; width: 40px; height: 40px; border-radius: 50%; border: 0; padding: 0;
+  background: transparent; color: #6b7280; cursor: pointer; font-size: 19px;
+}
+.attach:hover { background: #f3f4f6; }
+.files { display: flex; flex-direction: column; gap: 4px; margin-top: 3px; max-width: 82%; }
+.mine .files { align-items: flex-end; }
+.file { border: 1px solid #e5e7eb; background: #fff; border-radius: 12px; padding: 0; cursor: pointer; color: inherit; text-align: left; }
+.file.img { overflow: hidden; line-height: 0; }
+.file img { max-width: 220px; max-height: 180px; min-width: 40px; min-height: 40px; display: block; object-fit: contain; background: #f3f4f6; }
+.file.doc { display: inline-flex; gap: 8px; align-items: center; padding: 7px 11px; }
+.file .fname { font-weight: 600; overflow-wrap: anywhere; }
+.file .fsize { color: #6b7280; font-size: 12px; }
 @media (prefers-reduced-motion: reduce) { * { animation: none !important; transition: none !important; } }
 `;
 
@@ -367,7 +380,9 @@ textarea:focus-visible { outline: none; }
     enterkeyhint: 'send',
   });
   ui.send = el('button', { class: 'send', type: 'submit', 'aria-label': 'Send message', disabled: true }, [icon(ICON_SEND, 20)]);
-  ui.form = el('form', { class: 'compose', 'aria-label': 'Send a message' }, [ui.input, ui.send]);
+  ui.file = el('input', { type: 'file', multiple: true, hidden: true, 'aria-hidden': 'true', tabindex: '-1' });
+  ui.attach = el('button', { class: 'attach', type: 'button', 'aria-label': 'Attach a file', text: '📎', onclick: () => ui.file.click() });
+  ui.form = el('form', { class: 'compose', 'aria-label': 'Send a message' }, [ui.attach, ui.file, ui.input, ui.send]);
   ui.panel = el('section', { class: 'panel', role: PAGE_MODE ? 'main' : 'dialog', 'aria-label': 'Chat', id: 'kefu-panel' }, [
     el('header', { class: 'head' }, [
       ui.avatar,
@@ -509,9 +524,90 @@ textarea:focus-visible { outline: none; }
     const li = el('li', { class: 'msg ' + kind, 'data-seq': String(m.seq), 'data-id': m.id });
     const label = senderLabel(m);
     li.append(el('div', { class: 'who', text: label }));
-    li.append(el('div', { class: 'bubble', text: m.body }));
+    if (m.body) li.append(el('div', { class: 'bubble', text: m.body }));
+    if (m.attachments && m.attachments.length) li.append(el('div', { class: 'files' }, m.attachments.map(fileItem)));
     li.append(el('div', { class: 'meta', text: timeOf(m.created_at) }));
     return li;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Attachments: uploaded before the message that carries them; read back with the
+  // visitor's token (the URL alone grants nothing), shown from blob: URLs.
+  // -------------------------------------------------------------------------------------
+  const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+  const blobs = new Map(); // attachment id -> Promise<blob: URL>
+
+  function fmtSize(n) {
+    if (n < 1024) return n + ' B';
+    if (n < 1048576) return Math.round(n / 1024) + ' KB';
+    return (n / 1048576).toFixed(1) + ' MB';
+  }
+
+  function visitorUrl(path, extra) {
+    const u = new URL(path, BASE);
+    u.searchParams.set('site', SITE);
+    if (state.token) u.searchParams.set('token', state.token);
+    for (const [k, v] of Object.entries(extra || {})) u.searchParams.set(k, String(v));
+    return u.href;
+  }
+
+  function fileBlob(a) {
+    if (!blobs.has(a.id)) {
+      const p = fetch(visitorUrl(a.url), { credentials: 'omit' })
+        .then((r) => { if (!r.ok) throw new Error(String(r.status)); return r.blob(); })
+        .then((b) => URL.createObjectURL(b));
+      p.catch(() => blobs.delete(a.id));
+      blobs.set(a.id, p);
+    }
+    return blobs.get(a.id);
+  }
+
+  function fileItem(a) {
+    if (IMAGE_TYPES.includes(a.content_type)) {
+      const img = el('img', { alt: a.name });
+      fileBlob(a).then((u) => { img.src = u; }).catch(() => { img.alt = a.name + ' (unavailable)'; });
+      return el('button', {
+        class: 'file img', type: 'button', 'aria-label': 'Open image ' + a.name,
+        onclick: () => fileBlob(a).then((u) => window.open(u, '_blank', 'noopener')).catch(() => {}),
+      }, [img]);
+    }
+    return el('button', {
+      class: 'file doc', type: 'button', 'aria-label': 'Download ' + a.name,
+      onclick: () => fileBlob(a).then((u) => {
+        const link = el('a', { href: u, download: a.name });
+        shadow.append(link);
+        link.click();
+        link.remove();
+      }).catch(() => {}),
+    }, [el('span', { text: '📎', 'aria-hidden': 'true' }), el('span', { class: 'fname', text: a.name }), el('span', { class: 'fsize', text: fmtSize(a.size) })]);
+  }
+
+  /** Uploads a file, then sends it as a message of its own (retried like any send). */
+  async function sendFile(file) {
+    const note = (text) => { ui.conn.hidden = false; ui.conn.textContent = text; };
+    if (!state.token) { note('Not connected yet; try again in a moment.'); return; }
+    try {
+      const res = await fetch(visitorUrl('/api/visitor/attachments', { name: file.name }), {
+        method: 'POST',
+        credentials: 'omit',
+        // text/plain keeps the request CORS-simple; the server sniffs the real type.
+        headers: { 'content-type': 'text/plain' },
+        body: file,
+      });
+      const data = await res.json().catch(() => null);
+      if (!res.ok) {
+        note(res.status === 413 ? file.name + ' is too large.' : (data && data.error && data.error.message) || 'Upload failed.');
+        return;
+      }
+      const entry = { id: randomId(), body: '', attachments: [data], at: Date.now(), sentAt: 0, failed: null };
+      state.outbox.push(entry);
+      saveOutbox();
+      renderPending();
+      scrollToBottom();
+      pump();
+    } catch (_) {
+      note('Upload failed. Check your connection and try again.');
+    }
   }
 
   /** Hides repeated sender names and puts the read status on the last own message. */
@@ -576,7 +672,8 @@ textarea:focus-visible { outline: none; }
 
   function pendingItem(entry) {
     const li = el('li', { class: 'msg mine pending', 'data-client-id': entry.id });
-    li.append(el('div', { class: 'bubble', text: entry.body }));
+    if (entry.body) li.append(el('div', { class: 'bubble', text: entry.body }));
+    for (const a of entry.attachments || []) li.append(el('div', { class: 'bubble', text: '📎 ' + a.name }));
     const meta = el('div', { class: 'meta' });
     if (entry.failed) {
       li.classList.add('failed');
@@ -688,7 +785,9 @@ textarea:focus-visible { outline: none; }
     for (const e of state.outbox) {
       if (e.failed) continue;
       if (e.sentAt && now - e.sentAt < RESEND_AFTER_MS) continue;
-      if (transport.send({ type: 'message.send', client_msg_id: e.id, body: e.body })) e.sentAt = now;
+      const frame = { type: 'message.send', client_msg_id: e.id, body: e.body };
+      if (e.attachments && e.attachments.length) frame.attachments = e.attachments.map((a) => a.id);
+      if (transport.send(frame)) e.sentAt = now;
     }
   }
 
@@ -1100,6 +1199,10 @@ textarea:focus-visible { outline: none; }
   }
 
   ui.form.addEventListener('submit', (e) => { e.preventDefault(); submit(); });
+  ui.file.addEventListener('change', () => {
+    for (const f of ui.file.files) sendFile(f);
+    ui.file.value = '';
+  });
   ui.input.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
       e.preventDefault();

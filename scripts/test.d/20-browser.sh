@@ -55,6 +55,7 @@ if [[ "$rest" == */* ]]; then
 fi
 db="kefu_browser_$$_${RANDOM}"
 db_url="$base/$db$query"
+attachment_dir="$(mktemp -d)"
 
 server_pid_file="$artifacts/kefu.pid"
 server_log="$artifacts/kefu.log"
@@ -74,6 +75,7 @@ cleanup() {
         fi
         rm -f "$server_pid_file"
     fi
+    rm -rf "$attachment_dir"
     psql -X -q "$admin_url" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
         echo "browser: warning: could not drop database $db" >&2
     if ((rc != 0)); then
@@ -95,6 +97,7 @@ export KEFU_URL="http://127.0.0.1:$port"
 export KEFU_ADMIN_EMAIL="alice@example.com"
 export KEFU_ADMIN_PASSWORD="browser-test-password"
 export KEFU_REDIS_PREFIX="kefu-browser-$$"
+export KEFU_ATTACHMENT_DIR="$attachment_dir"
 export KEFU_BIN="$bin"
 export KEFU_PID_FILE="$server_pid_file"
 export KEFU_LOG_FILE="$server_log"

@@ -268,7 +268,15 @@ impl WsSession {
                 body,
                 conversation_id,
                 private,
-            } => self.on_send(client_msg_id, body, conversation_id, private, ctx),
+                attachments,
+            } => self.on_send(
+                client_msg_id,
+                body,
+                conversation_id,
+                private,
+                attachments,
+                ctx,
+            ),
             ClientFrame::Resume {
                 after_seq,
                 conversation_id,
@@ -306,6 +314,7 @@ impl WsSession {
         body: String,
         conversation_id: Option<Uuid>,
         private: Option<bool>,
+        attachments: Vec<Uuid>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Result<(), (AppError, Option<String>)> {
         let cref = Some(
@@ -315,7 +324,8 @@ impl WsSession {
                 .collect::<String>(),
         );
         limits::validate_client_msg_id(&client_msg_id).map_err(|e| (e, cref.clone()))?;
-        let body = limits::validate_body(&body).map_err(|e| (e, cref.clone()))?;
+        let body = limits::validate_body_with_attachments(&body, attachments.len())
+            .map_err(|e| (e, cref.clone()))?;
         let now = Instant::now();
         let (sender_type, sender_id, private) = match &mut self.peer {
             Peer::Visitor {
@@ -352,6 +362,7 @@ impl WsSession {
             private,
             body,
             client_msg_id: Some(client_msg_id.clone()),
+            attachments,
             origin: Some(self.id),
         };
         let state = self.state.clone();
@@ -368,9 +379,12 @@ impl WsSession {
             let mut created = None;
             if let Some((site_id, visitor_id)) = visitor_ctx {
                 // First message: open the conversation (idempotent per visitor).
+                let files = msg.attachments.clone();
                 let (conv, is_new) = state
                     .db
                     .run(async |conn| {
+                        crate::db::attachments::check_visitor_files(conn, visitor_id, &files)
+                            .await?;
                         crate::db::conversations::get_or_create(conn, site_id, visitor_id).await
                     })
                     .await?;

@@ -215,6 +215,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for VisitorWs {
                         body: body.trim().to_string(),
                         client_msg_id: Some(client_msg_id.clone()),
                         created_at: Utc::now(),
+                        attachments: Vec::new(),
                     };
                     self.hub.seq.fetch_add(1, Ordering::Relaxed);
                     ctx.text(

@@ -44,6 +44,7 @@ fn to_dto((r, a): WithAssignee) -> Conversation {
         resolved_at: r.resolved_at,
         rating: r.rating,
         rating_comment: r.rating_comment,
+        labels: None,
     }
 }
 
@@ -189,10 +190,21 @@ pub async fn list(
     conn: &mut AsyncPgConnection,
     status: Option<ConversationStatus>,
     assignee: AssigneeFilter,
+    label: Option<Uuid>,
     limit: i64,
     cursor: Option<Cursor>,
 ) -> AppResult<(Vec<Conversation>, Option<Cursor>)> {
     let mut q = with_assignee!().into_boxed();
+    if let Some(l) = label {
+        use super::schema::conversation_labels as cl;
+        q = q.filter(
+            conversations::id.eq_any(
+                cl::table
+                    .filter(cl::label_id.eq(l))
+                    .select(cl::conversation_id),
+            ),
+        );
+    }
     if let Some(s) = status {
         q = q.filter(conversations::status.eq(s.as_str()));
     }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::schema::messages;
 use crate::error::AppResult;
-use crate::protocol::{Message, SenderType};
+use crate::protocol::{AttachmentRef, Message, SenderType};
 
 #[declare_sql_function]
 extern "SQL" {
@@ -42,6 +42,18 @@ pub struct MessageRow {
     pub body: String,
     pub client_msg_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub attachments: Option<serde_json::Value>,
+}
+
+/// The stored `attachments` column as the wire list (NULL: none).
+fn attachments_of(value: Option<serde_json::Value>) -> Vec<AttachmentRef> {
+    match value {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v).unwrap_or_else(|e| {
+            log::error!("messages.attachments does not parse: {e}");
+            Vec::new()
+        }),
+    }
 }
 
 impl From<MessageRow> for Message {
@@ -56,6 +68,7 @@ impl From<MessageRow> for Message {
             body: r.body,
             client_msg_id: r.client_msg_id,
             created_at: r.created_at,
+            attachments: attachments_of(r.attachments),
         }
     }
 }
@@ -72,6 +85,11 @@ impl From<&Message> for MessageRow {
             body: m.body.clone(),
             client_msg_id: m.client_msg_id.clone(),
             created_at: m.created_at,
+            attachments: if m.attachments.is_empty() {
+                None
+            } else {
+                serde_json::to_value(&m.attachments).ok()
+            },
         }
     }
 }

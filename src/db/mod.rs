@@ -5,15 +5,19 @@
 //! instead of piling up requests.
 
 pub mod agents;
+pub mod attachments;
 pub mod auto_resolve;
+pub mod canned;
 pub mod conversations;
 pub mod csat;
 pub mod events;
 pub mod export;
+pub mod labels;
 pub mod messages;
 pub mod partitions;
 pub mod reports;
 pub mod schema;
+pub mod search;
 pub mod sites;
 pub mod visitors;
 pub mod webhooks;

@@ -111,6 +111,7 @@ diesel::table! {
         body -> Text,
         client_msg_id -> Nullable<Text>,
         created_at -> Timestamptz,
+        attachments -> Nullable<Jsonb>,
     }
 }
 
@@ -152,12 +153,65 @@ diesel::table! {
     }
 }
 
+// Issue 9 (migrations/2026-12-04-000600_workflow).
+diesel::table! {
+    attachments (id) {
+        id -> Uuid,
+        site_id -> Uuid,
+        visitor_id -> Uuid,
+        conversation_id -> Nullable<Uuid>,
+        uploader_type -> Text,
+        uploader_id -> Uuid,
+        name -> Text,
+        content_type -> Text,
+        size -> Int8,
+        storage_key -> Text,
+        message_id -> Nullable<Uuid>,
+        private -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    canned_responses (id) {
+        id -> Uuid,
+        site_id -> Nullable<Uuid>,
+        owner_id -> Nullable<Uuid>,
+        shortcut -> Text,
+        title -> Text,
+        body -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    labels (id) {
+        id -> Uuid,
+        name -> Text,
+        color -> Text,
+        description -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    conversation_labels (conversation_id, label_id) {
+        conversation_id -> Uuid,
+        label_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(visitors -> sites (site_id));
 diesel::joinable!(agent_sessions -> agents (agent_id));
 diesel::joinable!(conversations -> sites (site_id));
 diesel::joinable!(conversations -> visitors (visitor_id));
 diesel::joinable!(conversations -> agents (assignee_id));
 diesel::joinable!(messages -> conversations (conversation_id));
+diesel::joinable!(conversation_labels -> labels (label_id));
+diesel::joinable!(conversation_labels -> conversations (conversation_id));
 diesel::joinable!(visitor_tokens -> visitors (visitor_id));
 diesel::joinable!(csat_ratings -> conversations (conversation_id));
 
@@ -170,6 +224,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     conversations,
     messages,
     message_keys,
+    attachments,
+    canned_responses,
+    labels,
+    conversation_labels,
     events,
     event_cursors,
     visitor_tokens,

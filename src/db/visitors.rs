@@ -106,26 +106,43 @@ pub async fn get(conn: &mut AsyncPgConnection, id: Uuid) -> AppResult<Option<Vis
     Ok(row.map(Visitor::from))
 }
 
-/// Sets the given fields; `attributes` is merged into the stored object (top-level keys
-/// replace their old values, other keys stay).
+/// Sets the given fields; `attributes` is merged into the stored object
+/// ([`crate::domain::attributes::merge`]: keys replace their old values, `null` removes a
+/// key, other keys stay), under a row lock so concurrent patches do not lose keys.
 pub async fn update_profile(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     name: Option<String>,
     email: Option<String>,
-    attributes: Option<serde_json::Value>,
+    attributes: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> AppResult<Visitor> {
-    let row: VisitorRow = diesel::update(visitors::table.find(id))
-        .set((
-            name.map(|n| visitors::name.eq(n)),
-            email.map(|e| visitors::email.eq(e)),
-            attributes.map(|a| visitors::attributes.eq(visitors::attributes.concat(a))),
-            visitors::last_seen_at.eq(Utc::now()),
-        ))
-        .returning(VisitorRow::as_returning())
-        .get_result(conn)
-        .await?;
-    Ok(row.into())
+    use diesel_async::AsyncConnection;
+    conn.transaction(async |conn| {
+        let merged = match &attributes {
+            None => None,
+            Some(patch) => {
+                let current: serde_json::Value = visitors::table
+                    .find(id)
+                    .select(visitors::attributes)
+                    .for_update()
+                    .first(conn)
+                    .await?;
+                Some(crate::domain::attributes::merge(&current, patch)?)
+            }
+        };
+        let row: VisitorRow = diesel::update(visitors::table.find(id))
+            .set((
+                name.map(|n| visitors::name.eq(n)),
+                email.map(|e| visitors::email.eq(e)),
+                merged.map(|a| visitors::attributes.eq(a)),
+                visitors::last_seen_at.eq(Utc::now()),
+            ))
+            .returning(VisitorRow::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(row.into())
+    })
+    .await
 }
 
 // --- verified identities (identity verification) ------------------------------------------

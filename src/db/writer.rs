@@ -47,6 +47,9 @@ pub struct NewMessage {
     /// Already validated and trimmed.
     pub body: String,
     pub client_msg_id: Option<String>,
+    /// Ids of uploaded files the message carries (checked against the sender here, under
+    /// the conversation lock, and linked to the message in the same transaction).
+    pub attachments: Vec<Uuid>,
     /// The sending session, which gets an ack instead of `message.created`.
     pub origin: Option<u64>,
 }
@@ -298,6 +301,18 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
         }
     }
 
+    // 2b. Files the new messages carry.
+    let wanted: Vec<Uuid> = msgs
+        .iter()
+        .flat_map(|m| m.attachments.iter().copied())
+        .collect();
+    let files = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        super::attachments::by_ids(conn, &wanted).await?
+    };
+    let mut links: Vec<(Uuid, Uuid, bool, Uuid)> = Vec::new(); // (file, message, private, conversation)
+
     // 3. Number and insert the new ones. PostgreSQL keeps microseconds: the ack and the
     // live event must carry the same `created_at` as every later read (and a resend).
     let now = Utc::now().trunc_subsecs(6);
@@ -320,6 +335,19 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
                 continue;
             }
         }
+        let carried = match super::attachments::check_sendable(
+            &files,
+            &m.attachments,
+            m.sender_type,
+            m.sender_id,
+            m.conversation_id,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                outcomes.push(Err(e));
+                continue;
+            }
+        };
         *last_seq += 1;
         let message = Message {
             id: Uuid::new_v4(),
@@ -331,7 +359,11 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
             body: m.body.clone(),
             client_msg_id: m.client_msg_id.clone(),
             created_at: now,
+            attachments: carried,
         };
+        for a in &message.attachments {
+            links.push((a.id, message.id, message.private, message.conversation_id));
+        }
         let t = touched.entry(m.conversation_id).or_default();
         t.0 |= m.sender_type == SenderType::Visitor;
         t.1 |= matches!(m.sender_type, SenderType::Agent | SenderType::Bot) && !m.private;
@@ -350,6 +382,9 @@ async fn commit_batch(conn: &mut AsyncPgConnection, msgs: &[NewMessage]) -> AppR
             .values(&rows)
             .execute(conn)
             .await?;
+    }
+    if !links.is_empty() {
+        super::attachments::link(conn, &links).await?;
     }
 
     // 4. Move the conversations along.

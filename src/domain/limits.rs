@@ -32,6 +32,14 @@ pub fn validate_body(body: &str) -> Result<String, AppError> {
     Ok(trimmed.to_string())
 }
 
+/// A message body that may be empty because the message carries files.
+pub fn validate_body_with_attachments(body: &str, attachments: usize) -> Result<String, AppError> {
+    if attachments > 0 && body.trim().is_empty() {
+        return Ok(String::new());
+    }
+    validate_body(body)
+}
+
 pub fn validate_client_msg_id(id: &str) -> Result<(), AppError> {
     let n = id.chars().count();
     if n == 0 || n > MAX_CLIENT_MSG_ID {
@@ -53,11 +61,12 @@ pub fn validate_profile_field(name: &str, value: Option<&str>) -> Result<Option<
     }
 }
 
-/// Visitor attributes (page URL, referrer, language, …) must be a JSON object of bounded
-/// size: they are merged into the stored object and shown to agents.
+/// Visitor attributes (page URL, referrer, language, custom ones) must be a flat JSON
+/// object of bounded size ([`super::attributes`]): they are merged into the stored object
+/// and shown to agents.
 pub fn validate_attributes(
     value: Option<serde_json::Value>,
-) -> Result<Option<serde_json::Value>, AppError> {
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, AppError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v @ serde_json::Value::Object(_)) => {
@@ -66,7 +75,7 @@ pub fn validate_attributes(
                     "attributes are larger than {MAX_ATTRIBUTES_BYTES} bytes"
                 )));
             }
-            Ok(Some(v))
+            super::attributes::validate_patch(v).map(Some)
         }
         Some(_) => Err(AppError::bad_request("attributes must be a JSON object")),
     }
@@ -115,7 +124,7 @@ mod tests {
         let page = serde_json::json!({"page_url": "https://shop.example/cart"});
         assert_eq!(
             validate_attributes(Some(page.clone())).expect("ok"),
-            Some(page)
+            page.as_object().cloned()
         );
         assert_eq!(validate_attributes(None).expect("ok"), None);
         assert!(validate_attributes(Some(serde_json::json!(["a"]))).is_err());

@@ -22,12 +22,14 @@ use crate::error::AppResult;
 use crate::state::AppState;
 
 /// CSP of kefu's own pages. `connect-src 'self'` covers same-origin `ws:`/`wss:` (CSP 3).
+/// `img-src blob:`: image attachments are fetched with the reader's credentials and shown
+/// from blob: URLs (an image element never runs script, whatever the bytes).
 const CSP_PAGE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; media-src 'self' data:; base-uri 'none'; \
+     img-src 'self' data: blob:; connect-src 'self'; media-src 'self' data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'self'";
 /// The console is never framed (clickjacking of reply/resolve buttons).
 const CSP_CONSOLE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; media-src 'self' data:; base-uri 'none'; \
+     img-src 'self' data: blob:; connect-src 'self'; media-src 'self' data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 /// How long a browser may use a static file before revalidating it with its ETag.
 const STATIC_MAX_AGE: &str = "public, max-age=300";
@@ -68,6 +70,16 @@ const ASSETS: &[Asset] = &[
         name: "console.css",
         content_type: CSS,
         body: include_str!("../../web/console.css"),
+    },
+    Asset {
+        name: "console-workflow.js",
+        content_type: JS,
+        body: include_str!("../../web/console-workflow.js"),
+    },
+    Asset {
+        name: "console-workflow.css",
+        content_type: CSS,
+        body: include_str!("../../web/console-workflow.css"),
     },
     Asset {
         name: "console-hours.js",

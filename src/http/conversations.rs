@@ -25,6 +25,8 @@ pub struct ListQuery {
     assignee: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+    /// A label id: only conversations carrying it.
+    label: Option<String>,
 }
 
 pub async fn list(
@@ -57,10 +59,20 @@ pub async fn list(
         None | Some("") => None,
         Some(c) => Some(Cursor::decode(c).ok_or_else(|| AppError::bad_request("invalid cursor"))?),
     };
+    let label = match q.label.as_deref() {
+        None | Some("") => None,
+        Some(l) => Some(
+            Uuid::parse_str(l).map_err(|_| AppError::bad_request("label must be a label id"))?,
+        ),
+    };
     let (items, next) = state
         .db
         .run(async |conn| {
-            crate::db::conversations::list(conn, status, assignee, limit, cursor).await
+            let (mut items, next) =
+                crate::db::conversations::list(conn, status, assignee, label, limit, cursor)
+                    .await?;
+            crate::db::labels::attach(conn, &mut items).await?;
+            Ok::<_, AppError>((items, next))
         })
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -77,7 +89,14 @@ pub async fn get(
     let id = parse_id(&path, "conversation")?;
     let conv = state
         .db
-        .run(async |conn| crate::db::conversations::get(conn, id).await)
+        .run(async |conn| {
+            let mut convs: Vec<Conversation> = crate::db::conversations::get(conn, id)
+                .await?
+                .into_iter()
+                .collect();
+            crate::db::labels::attach(conn, &mut convs).await?;
+            Ok::<_, AppError>(convs.pop())
+        })
         .await?
         .ok_or_else(|| AppError::not_found("conversation"))?;
     let visitor = state.cache.visitor(conv.visitor_id).await?;
@@ -135,9 +154,13 @@ pub async fn messages(
 #[derive(Deserialize)]
 pub struct PostBody {
     client_msg_id: Option<String>,
+    #[serde(default)]
     body: String,
     #[serde(default)]
     private: bool,
+    /// Ids of files uploaded with `POST /api/conversations/{id}/attachments`.
+    #[serde(default)]
+    attachments: Vec<Uuid>,
 }
 
 pub async fn post_message(
@@ -151,11 +174,12 @@ pub async fn post_message(
         client_msg_id,
         body,
         private,
+        attachments,
     } = body.into_inner();
     if let Some(c) = &client_msg_id {
         limits::validate_client_msg_id(c)?;
     }
-    let body = limits::validate_body(&body)?;
+    let body = limits::validate_body_with_attachments(&body, attachments.len())?;
     ensure_exists(&state, id).await?;
     let room = room_for(&state, id, None).await?;
     let outcome = room
@@ -166,6 +190,7 @@ pub async fn post_message(
             private,
             body,
             client_msg_id,
+            attachments,
             origin: None,
         }))
         .await??;

@@ -3,15 +3,20 @@
 
 pub mod agents;
 pub mod assets;
+pub mod attachments;
+pub mod attributes;
 pub mod auth;
+pub mod canned;
 pub mod conversations;
 pub mod csat;
 pub mod events;
 pub mod export;
 pub mod identity;
+pub mod labels;
 pub mod ops;
 pub mod poll;
 pub mod reports;
+pub mod search;
 pub mod sites;
 pub mod visitor_attributes;
 pub mod visitors;
@@ -110,6 +115,49 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/event-cursors/{name}",
         web::put().to(events::put_cursor),
     )
+    .route(
+        "/api/conversations/{id}/attachments",
+        web::post().to(attachments::agent_upload),
+    )
+    .route(
+        "/api/conversations/{id}/labels",
+        web::post().to(labels::add),
+    )
+    .route(
+        "/api/conversations/{id}/labels/{label_id}",
+        web::delete().to(labels::remove),
+    )
+    .route(
+        "/api/attachments/{id}",
+        web::get().to(attachments::download),
+    )
+    .route(
+        "/api/visitor/attachments",
+        web::post().to(attachments::visitor_upload),
+    )
+    .route(
+        "/api/visitor/attributes",
+        web::post().to(attributes::visitor_set),
+    )
+    .route(
+        "/api/visitors/{id}/attributes",
+        web::patch().to(attributes::agent_patch),
+    )
+    .route("/api/canned_responses", web::get().to(canned::list))
+    .route("/api/canned_responses", web::post().to(canned::create))
+    .route(
+        "/api/canned_responses/{id}",
+        web::patch().to(canned::update),
+    )
+    .route(
+        "/api/canned_responses/{id}",
+        web::delete().to(canned::delete),
+    )
+    .route("/api/labels", web::get().to(labels::list))
+    .route("/api/labels", web::post().to(labels::create))
+    .route("/api/labels/{id}", web::patch().to(labels::update))
+    .route("/api/labels/{id}", web::delete().to(labels::delete))
+    .route("/api/search", web::get().to(search::search))
     .route("/api/agents", web::get().to(agents::list))
     .route("/api/agents", web::post().to(agents::create))
     .route("/api/agents/{id}", web::patch().to(agents::update))

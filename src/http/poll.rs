@@ -302,13 +302,14 @@ async fn answer(
         ClientFrame::MessageSend {
             client_msg_id,
             body,
+            attachments,
             ..
         } => {
             let cref: String = client_msg_id
                 .chars()
                 .take(limits::MAX_CLIENT_MSG_ID)
                 .collect();
-            match send_message(state, site, visitor, &client_msg_id, &body).await {
+            match send_message(state, site, visitor, &client_msg_id, &body, attachments).await {
                 Ok(frames) => frames,
                 Err(e) => vec![error_frame(&e, Some(&cref))],
             }
@@ -414,9 +415,10 @@ async fn send_message(
     visitor: &Visitor,
     client_msg_id: &str,
     body: &str,
+    attachments: Vec<Uuid>,
 ) -> AppResult<Vec<String>> {
     limits::validate_client_msg_id(client_msg_id)?;
-    let body = limits::validate_body(body)?;
+    let body = limits::validate_body_with_attachments(body, attachments.len())?;
     if !take_send_token(state, visitor.id) {
         state
             .metrics
@@ -428,7 +430,10 @@ async fn send_message(
     let (site_id, visitor_id) = (site.id, visitor.id);
     let (conv, is_new) = state
         .db
-        .run(async |conn| crate::db::conversations::get_or_create(conn, site_id, visitor_id).await)
+        .run(async |conn| {
+            crate::db::attachments::check_visitor_files(conn, visitor_id, &attachments).await?;
+            crate::db::conversations::get_or_create(conn, site_id, visitor_id).await
+        })
         .await?;
     if is_new {
         state.bus.publish(Event::ConversationCreated {
@@ -445,6 +450,7 @@ async fn send_message(
             private: false,
             body,
             client_msg_id: Some(client_msg_id.to_string()),
+            attachments,
             origin: None,
         }))
         .await??;
@@ -478,12 +484,17 @@ async fn update_profile(
         return Err(AppError::bad_request("email is not an email address"));
     }
     let attributes = limits::validate_attributes(attributes)?;
-    state
+    let v = state
         .db
         .run(async |conn| {
             crate::db::visitors::update_profile(conn, id, name, email, attributes).await
         })
-        .await
+        .await?;
+    state
+        .cache
+        .invalidate(crate::actors::cache::CacheKey::Visitor(id))
+        .await;
+    Ok(v)
 }
 
 async fn rate(

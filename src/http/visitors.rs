@@ -107,6 +107,7 @@ pub async fn greet(
             private: false,
             body,
             client_msg_id,
+            attachments: Vec::new(),
             origin: None,
         }))
         .await??;

@@ -115,6 +115,8 @@ impl TestApp {
         settings.workers = Some(2);
         settings.db_pool_size = 10;
         settings.shutdown_secs = 2;
+        // Attachments of this test only (removed with the database).
+        settings.attachment_dir = std::env::temp_dir().join(format!("kefu-files-{db_name}"));
         tweak(&mut settings);
 
         // Whatever happens from here on, the database is dropped with `app`.
@@ -448,6 +450,7 @@ impl TestApp {
             self.db_name.clone(),
         );
         self.cleaned = true;
+        let _ = std::fs::remove_dir_all(&self.settings.attachment_dir);
         drop_database(&base, &db).await;
         delete_redis_keys(&prefix).await;
     }
@@ -466,6 +469,7 @@ impl Drop for TestApp {
         if self.cleaned {
             return;
         }
+        let _ = std::fs::remove_dir_all(&self.settings.attachment_dir);
         let (base, db, prefix) = (
             base_database_url(),
             self.db_name.clone(),
