@@ -81,6 +81,18 @@
     head.appendChild(form);
     head.appendChild(el('button', { type: 'button', class: 'ghost', id: 'rep-close' }, 'Back to inbox'));
     panel.appendChild(head);
+    // Export (admins): the same dates and site, a status and a format; the file is streamed
+    // by the server and saved by the browser.
+    const exp = el('form', { id: 'rep-export', class: 'reports-form', 'aria-label': 'Export' });
+    exp.appendChild(el('label', { for: 'rep-exp-status' }, 'Export'));
+    const status = el('select', { id: 'rep-exp-status' });
+    for (const [v, t] of [['', 'Any status'], ['pending', 'Pending'], ['open', 'Open'], ['resolved', 'Resolved']]) status.appendChild(el('option', { value: v }, t));
+    const format = el('select', { id: 'rep-exp-format', 'aria-label': 'Format' });
+    for (const [v, t] of [['csv', 'CSV'], ['json', 'JSON']]) format.appendChild(el('option', { value: v }, t));
+    exp.append(status, format,
+      el('button', { type: 'button', class: 'ghost', id: 'rep-export-conversations' }, 'Conversations'),
+      el('button', { type: 'button', class: 'ghost', id: 'rep-export-messages' }, 'Messages'));
+    panel.appendChild(exp);
     panel.appendChild(el('p', { id: 'rep-error', class: 'form-error', role: 'alert' }));
     panel.appendChild(el('div', { id: 'rep-totals', class: 'rep-cards' }));
     const chartBox = el('figure', { class: 'rep-chart' });
@@ -96,6 +108,39 @@
     button.addEventListener('click', () => open());
     document.getElementById('rep-close').addEventListener('click', () => { panel.hidden = true; });
     form.addEventListener('submit', (e) => { e.preventDefault(); load(); });
+    document.getElementById('rep-export-conversations').addEventListener('click', () => exportFile('conversations'));
+    document.getElementById('rep-export-messages').addEventListener('click', () => exportFile('messages'));
+  }
+
+  async function exportFile(kind) {
+    const err = document.getElementById('rep-error');
+    err.textContent = '';
+    const format = document.getElementById('rep-exp-format').value;
+    const q = new URLSearchParams({
+      format,
+      from: document.getElementById('rep-from').value,
+      to: document.getElementById('rep-to').value,
+    });
+    const site = document.getElementById('rep-site').value;
+    if (site) q.set('site', site);
+    const status = document.getElementById('rep-exp-status').value;
+    if (status) q.set('status', status);
+    try {
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      const r = await fetch(`/api/export/${kind}?` + q.toString(), { headers: { authorization: 'Bearer ' + token } });
+      if (!r.ok) {
+        const data = await r.json().catch(() => null);
+        throw new Error((data && data.error && data.error.message) || 'HTTP ' + r.status);
+      }
+      const url = URL.createObjectURL(await r.blob());
+      const a = el('a', { href: url, download: `kefu-${kind}.${format}` });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (e) {
+      err.textContent = 'Cannot export: ' + e.message;
+    }
   }
 
   async function open() {

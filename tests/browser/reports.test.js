@@ -100,6 +100,19 @@ test('the report page shows per-day counts, response times, CSAT, per agent and 
   await waitUntil(async () => ((await page.locator('#reports').getAttribute('data-loaded')) || '').endsWith(b.id), { what: 'the report of site B' });
   assert.equal(await value('conversations'), '4');
   assert.equal(await value('csat'), '2.00');
+
+  // Export the resolved conversations of site B in that range as CSV: a file the browser saves.
+  await page.locator('#rep-exp-status').selectOption('resolved');
+  await page.locator('#rep-exp-format').selectOption('csv');
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('#rep-export-conversations').click(),
+  ]);
+  assert.equal(download.suggestedFilename(), 'kefu-conversations.csv');
+  const csv = require('node:fs').readFileSync(await download.path(), 'utf8').trim().split('\n');
+  assert.match(csv[0], /^id,/);
+  assert.equal(csv.length, 1 + 3, csv.join('\n'));
+  assert.ok(csv.slice(1).every((l) => l.includes(b.id) && l.includes('resolved')), csv.join('\n'));
   await page.screenshot({ path: `${env('KEFU_ARTIFACTS_DIR')}/browser/reports.png`, fullPage: true });
   await assertNoProblems(page);
   await ctx.close();
