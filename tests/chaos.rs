@@ -2565,9 +2565,12 @@ async fn chaos_slow_client_is_cut_off_and_memory_stays_flat() {
             "the slow client's socket is still open"
         );
         // Flat: the flood with the slow console costs about what it costs without one; an
-        // unbounded queue would hold nearly all of `offered_kib` (less the socket buffers).
+        // unbounded queue would hold nearly all of `offered_kib` (less the socket buffers;
+        // measured: +40 MB). The control's own growth varies from run to run (seen 1.6 to
+        // 12 MB on the same build), so it counts as at least the allocator's noise (10 MB).
+        const NOISE_KIB: u64 = 10 * 1024;
         assert!(
-            grew_b <= grew_a + offered_kib / 2,
+            grew_b <= grew_a.max(NOISE_KIB) + offered_kib / 2,
             "RSS grew {grew_b} KiB with a non-reading client ({grew_a} KiB without; \
              {offered_kib} KiB offered to it)"
         );
