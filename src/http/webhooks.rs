@@ -14,16 +14,16 @@ const MAX_URL: usize = 2000;
 const MAX_WEBHOOKS_PER_SITE: usize = 20;
 const LOG_PAGE: i64 = 50;
 
-async fn site_exists(state: &AppState, site_id: Uuid) -> AppResult<()> {
-    let sites = state
+/// An admin's request about the site named in the path: its id, once it is known to exist.
+async fn admin_site(state: &AppState, auth: &AuthAgent, path: &str) -> AppResult<Uuid> {
+    auth.require_admin()?;
+    let site_id = parse_id(path, "site")?;
+    state
         .db
-        .run(async |conn| crate::db::sites::list(conn).await)
-        .await?;
-    if sites.iter().any(|s| s.id == site_id) {
-        Ok(())
-    } else {
-        Err(AppError::not_found("site"))
-    }
+        .run(async |conn| crate::db::sites::get(conn, site_id).await)
+        .await?
+        .ok_or_else(|| AppError::not_found("site"))?;
+    Ok(site_id)
 }
 
 fn check_url(url: &str) -> AppResult<String> {
@@ -75,9 +75,7 @@ pub async fn list(
     auth: AuthAgent,
     path: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    auth.require_admin()?;
-    let site_id = parse_id(&path, "site")?;
-    site_exists(&state, site_id).await?;
+    let site_id = admin_site(&state, &auth, &path).await?;
     let items = state
         .db
         .run(async |conn| webhooks::list(conn, site_id).await)
@@ -101,9 +99,7 @@ pub async fn create(
     path: web::Path<String>,
     body: web::Json<CreateBody>,
 ) -> AppResult<HttpResponse> {
-    auth.require_admin()?;
-    let site_id = parse_id(&path, "site")?;
-    site_exists(&state, site_id).await?;
+    let site_id = admin_site(&state, &auth, &path).await?;
     let body = body.into_inner();
     let fields = WebhookFields {
         url: check_url(&body.url)?,
@@ -246,9 +242,7 @@ pub async fn get_auto_resolve(
     auth: AuthAgent,
     path: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    auth.require_admin()?;
-    let site_id = parse_id(&path, "site")?;
-    site_exists(&state, site_id).await?;
+    let site_id = admin_site(&state, &auth, &path).await?;
     let own = state
         .db
         .run(async |conn| crate::db::auto_resolve::policy(conn, site_id).await)
@@ -279,9 +273,7 @@ pub async fn put_auto_resolve(
     path: web::Path<String>,
     body: web::Json<AutoResolveBody>,
 ) -> AppResult<HttpResponse> {
-    auth.require_admin()?;
-    let site_id = parse_id(&path, "site")?;
-    site_exists(&state, site_id).await?;
+    let site_id = admin_site(&state, &auth, &path).await?;
     let secs = match body.idle_secs {
         None => None,
         Some(s) if (0..=365 * 86_400).contains(&s) => Some(s as i32),
